@@ -1,0 +1,3 @@
+from v6gen.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""Docker Engine API through the docker SDK's low-level client: one GET /containers/json per
+sync, never an inspect per container."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from v6gen.discover import endpoints_from_list
+from v6gen.errors import DockerError
+from v6gen.model import Endpoint
+
+
+class DockerAPI:
+    def __init__(self, host: str | None = None, timeout: float = 10.0) -> None:
+        self._host = host
+        self._timeout = timeout
+        self._client: Any = None
+
+    def client(self) -> Any:
+        """The low-level client, created on first use (importing the SDK costs ~100 ms)."""
+        if self._client is None:
+            import docker
+
+            kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
+            if self._host:
+                kwargs["base_url"] = self._host
+            try:
+                # "auto" asks the daemon once: a pinned version breaks on old or new dockerds.
+                self._client = docker.APIClient(version="auto", timeout=self._timeout, **kwargs)
+            except Exception as exc:
+                raise self._error(exc) from None
+        return self._client
+
+    def _error(self, exc: BaseException) -> DockerError:
+        text = str(exc)
+        where = self._host or "DOCKER_HOST or /var/run/docker.sock"
+        if "Permission denied" in text or isinstance(exc, PermissionError):
+            hint = "run as root (or a member of the docker group)"
+        elif "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+            hint = f"dockerd did not answer within {self._timeout:.0f} s (docker_timeout)"
+        else:
+            hint = f"is dockerd running? v6gen asked {where}; set docker_host in the config"
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return DockerError(f"cannot ask Docker for its containers: {first[:300]}", hint)
+
+    def endpoints(self) -> list[Endpoint]:
+        try:
+            listing = self.client().containers()  # GET /containers/json: running ones only
+        except DockerError:
+            raise
+        except Exception as exc:  # the SDK raises requests', urllib3's and its own exceptions
+            raise self._error(exc) from None
+        if not isinstance(listing, list):
+            raise DockerError("Docker returned something other than a container list", "")
+        return endpoints_from_list(c for c in listing if isinstance(c, dict))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -1,0 +1,106 @@
+"""The kernel, through iproute2 (`ip -json` to read, one `ip -batch` to change) and /proc/sys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+from v6gen.errors import KernelError
+from v6gen.ports import ProxyKey
+
+_TIMEOUT = 20.0  # 10k entries in one batch take well under a second; this only bounds a hang
+
+
+class IpKernel:
+    def __init__(self, ip: str = "ip", proc_sys: Path = Path("/proc/sys")) -> None:
+        self._ip = ip
+        self._proc_sys = proc_sys
+
+    def _run(self, *args: str, stdin: str | None = None) -> str:
+        cmd = [self._ip, *args]
+        try:
+            done = subprocess.run(
+                cmd, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT, check=False
+            )
+        except FileNotFoundError:
+            raise KernelError(f"{self._ip} not found", "install iproute2") from None
+        except subprocess.TimeoutExpired:
+            raise KernelError(f"`{' '.join(cmd)}` did not finish in {_TIMEOUT:.0f} s", "") from None
+        if done.returncode != 0:
+            raise KernelError(
+                f"`{' '.join(cmd[:6])}` failed: {done.stderr.strip() or done.returncode}",
+                "run it by hand to see why; v6gen needs root (CAP_NET_ADMIN)",
+            )
+        return done.stdout
+
+    def _json(self, *args: str) -> list[dict[str, Any]]:
+        out = self._run("-json", *args).strip()
+        try:
+            data = json.loads(out) if out else []
+        except json.JSONDecodeError:
+            raise KernelError(
+                f"`ip {' '.join(args)}` printed no JSON", "iproute2 >= 4.14 needed"
+            ) from None
+        return [d for d in data if isinstance(d, dict)]
+
+    def default_route_interfaces(self) -> list[str]:
+        routes = self._json("-6", "route", "show", "default")
+        routes.sort(key=lambda r: int(r.get("metric", 0)))
+        names: list[str] = []
+        for r in routes:
+            # Multipath defaults list their devices under "nexthops".
+            devs = [r.get("dev")] + [h.get("dev") for h in r.get("nexthops", [])]
+            names += [d for d in devs if isinstance(d, str) and d not in names]
+        return names
+
+    def link_exists(self, name: str) -> bool:
+        return (Path("/sys/class/net") / name).exists()
+
+    def link_prefixes(self, name: str) -> tuple[IPv6Network, ...]:
+        prefixes: set[IPv6Network] = set()
+        for link in self._json("-6", "addr", "show", "dev", name, "scope", "global"):
+            for info in link.get("addr_info", []):
+                if info.get("family") == "inet6" and "local" in info:
+                    prefixes.add(IPv6Network(f"{info['local']}/{info['prefixlen']}", strict=False))
+        return tuple(sorted(prefixes))
+
+    def proxy_entries(self) -> set[ProxyKey]:
+        entries: set[ProxyKey] = set()
+        for n in self._json("-6", "neigh", "show", "proxy"):
+            dst, dev = n.get("dst"), n.get("dev")
+            if isinstance(dst, str) and isinstance(dev, str):
+                entries.add((dev, IPv6Address(dst)))
+        return entries
+
+    def change_proxy(self, add: Iterable[ProxyKey], delete: Iterable[ProxyKey]) -> None:
+        add, delete = set(add), set(delete)
+        lines = [f"neigh del proxy {a} dev {d}" for d, a in sorted(delete)]
+        lines += [f"neigh replace proxy {a} dev {d}" for d, a in sorted(add)]
+        if not lines:
+            return
+        try:
+            # -force: one failing line (an entry someone deleted meanwhile) must not stop the rest
+            self._run("-6", "-force", "-batch", "-", stdin="\n".join(lines) + "\n")
+        except KernelError:
+            # Judge by the outcome, not the exit code: a delete of an already-gone entry fails.
+            now = self.proxy_entries()
+            if not add <= now or delete & now:
+                raise
+
+    def read_sysctl(self, key: str) -> str | None:
+        try:
+            return (self._proc_sys / key).read_text().strip()
+        except OSError:
+            return None
+
+    def write_sysctl(self, key: str, value: str) -> None:
+        try:
+            (self._proc_sys / key).write_text(value + "\n")
+        except OSError as exc:
+            raise KernelError(
+                f"cannot set {key.replace('/', '.')}={value}: {exc.strerror}", "v6gen needs root"
+            ) from None

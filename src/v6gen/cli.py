@@ -1,0 +1,289 @@
+"""Command line. Imports only typer at start-up: docker, dbus-next, jinja2 and yaml load when a
+command needs them, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+from v6gen import __version__
+from v6gen.errors import ExitCode, V6genError
+
+if TYPE_CHECKING:
+    from v6gen.config import Config
+    from v6gen.engine import Adapters, Context, Outcome
+    from v6gen.paths import Paths
+
+HELP = """Make Docker containers with global IPv6 addresses reachable from the LAN.
+
+v6gen reads the containers' addresses from Docker, proxies Neighbour Discovery for them on the
+host's uplink (systemd-networkd drop-ins plus the kernel's proxy table) and keeps both in step.
+
+Typical use: `docker compose up -d && sudo v6gen sync`.
+
+Exit codes: 0 ok; 1 changes pending (diff); 2 usage; 3 config; 4 Docker unreachable (nothing
+changed); 5 networkd reload pending (files and kernel done); 6 an uplink could not be managed;
+7 writing files or kernel entries failed; 8 locked by another v6gen; 70 internal error.
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
+
+
+class _State:
+    debug = False
+    verbose = False
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    if _State.debug:
+        raise exc
+    if isinstance(exc, V6genError):
+        typer.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        raise typer.Exit(int(exc.exit_code))
+    typer.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+    typer.echo("hint: rerun with --debug for a traceback and report it", err=True)
+    raise typer.Exit(int(ExitCode.INTERNAL))
+
+
+def _adapters(cfg: Config, paths: Paths) -> Adapters:
+    from v6gen.adapters.docker import DockerAPI
+    from v6gen.adapters.kernel import IpKernel
+    from v6gen.adapters.networkd import DBusNetworkd
+    from v6gen.engine import Adapters
+
+    return Adapters(DockerAPI(cfg.docker_host, cfg.docker_timeout), DBusNetworkd(paths), IpKernel())
+
+
+def _context(config: Path | None, root: Path) -> Context:
+    from v6gen import config as config_mod
+    from v6gen.engine import Context
+    from v6gen.paths import Paths
+
+    paths = Paths(root.resolve())
+    cfg = config_mod.load(config or paths.config, explicit=config is not None)
+    return Context(cfg, paths, _adapters(cfg, paths), live=paths.root == Path("/"))
+
+
+def _warn(outcome: Outcome) -> None:
+    for w in outcome.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    for s in outcome.plan.skipped:
+        if not s.by_choice or _State.verbose:
+            typer.echo(
+                f"{'note' if s.by_choice else 'warning'}: skipped {s.address} "
+                f"({s.container}, {s.network}): {s.reason}",
+                err=True,
+            )
+    for f in outcome.plan.failed:
+        typer.echo(f"error: {f.message}\nhint: {f.hint}", err=True)
+
+
+def _summary(outcome: Outcome, ctx: Context) -> None:
+    c = outcome.changes
+    would = "would " if outcome.dry_run else ""
+    names = {
+        (u.name, e.address): ", ".join(o.describe() for o in e.owners)
+        for u in outcome.plan.uplinks
+        for e in u.entries
+    }
+    total = sum(len(u.entries) for u in outcome.plan.uplinks)
+    if c.empty:
+        typer.echo(
+            f"up to date: {total} address(es) on {len(outcome.plan.uplinks)} uplink(s), "
+            "nothing changed"
+        )
+        return
+    for dev, addr in sorted(c.add):
+        typer.echo(f"{would}add    {addr} on {dev}  {names.get((dev, addr), '')}".rstrip())
+    for dev, addr in sorted(c.delete):
+        typer.echo(f"{would}remove {addr} on {dev}")
+    for path in sorted(c.write):
+        typer.echo(f"{would}write  {ctx.paths.host_path(path)}")
+    for path in sorted(c.remove):
+        typer.echo(f"{would}delete {ctx.paths.host_path(path)}")
+    for key, value in sorted(c.sysctls.items()):
+        typer.echo(f"{would}set    {key.replace('/', '.')}={value}")
+    r = outcome.result
+    if r is not None and r.reloaded:
+        typer.echo("reloaded systemd-networkd")
+    if r is not None and r.reload_error:
+        typer.echo(f"warning: networkd was not reloaded: {r.reload_error}", err=True)
+        typer.echo(
+            "hint: run `networkctl reload` once networkd is reachable; the kernel "
+            "entries are already in place",
+            err=True,
+        )
+    if outcome.dry_run:
+        diff = c.diff(ctx.paths)
+        if diff:
+            typer.echo(diff, nl=False)
+
+
+def _emit(outcome: Outcome, ctx: Context, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(outcome.to_json(ctx.paths), indent=2, default=str))
+    else:
+        _summary(outcome, ctx)
+    _warn(outcome)
+
+
+def _common(verbose: bool, debug: bool) -> None:
+    _State.verbose = verbose or debug
+    _State.debug = debug
+
+
+CONFIG_HELP = "Config file [default: /etc/v6gen/config.yaml under --root; optional]."
+ROOT_HELP = (
+    "Write files under DIR instead of /. Anything but / leaves the running kernel and "
+    "networkd alone (files only)."
+)
+
+
+def _run_locked(ctx: Context, func: Any, dry_run: bool) -> Outcome:
+    if dry_run:
+        return func(ctx, dry_run=True)  # type: ignore[no-any-return]
+    from v6gen.lock import held
+
+    with held(ctx.paths.lock_file):
+        return func(ctx, dry_run=False)  # type: ignore[no-any-return]
+
+
+@app.command()
+def sync(
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        "-n",
+        help="Show a diff of files and the entries that would change; change nothing.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP, dir_okay=False),
+    root: Path = typer.Option(Path("/"), "--root", help=ROOT_HELP, file_okay=False),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list opted-out containers."),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Proxy every running container's IPv6 address on its uplink; drop what is gone.
+
+    Asks Docker once, writes /etc/systemd/network/<file>.network.d/50-v6gen.conf per uplink,
+    adds and removes kernel proxy entries at once, and reloads networkd only when a file changed.
+    """
+    _common(verbose, debug)
+    from v6gen import engine
+
+    try:
+        ctx = _context(config, root)
+        outcome = _run_locked(ctx, engine.sync, dry_run)
+    except Exception as exc:
+        _fail(exc)
+    _emit(outcome, ctx, as_json)
+    raise typer.Exit(int(outcome.exit_code))
+
+
+@app.command()
+def diff(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP, dir_okay=False),
+    root: Path = typer.Option(Path("/"), "--root", help=ROOT_HELP, file_okay=False),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Show what `sync` would change. Exit 0 when up to date, 1 when changes are pending."""
+    _common(False, debug)
+    from v6gen import engine
+
+    try:
+        ctx = _context(config, root)
+        outcome = engine.sync(ctx, dry_run=True)
+    except Exception as exc:
+        _fail(exc)
+    _emit(outcome, ctx, as_json)
+    code = outcome.exit_code
+    raise typer.Exit(
+        int(code if code != ExitCode.OK or outcome.changes.empty else ExitCode.CHANGES_PENDING)
+    )
+
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP, dir_okay=False),
+    root: Path = typer.Option(Path("/"), "--root", help=ROOT_HELP, file_okay=False),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Per address: container, network, uplink, whether it is in the drop-in and the kernel."""
+    _common(False, debug)
+    from v6gen import engine
+
+    try:
+        ctx = _context(config, root)
+        rows, plan = engine.status(ctx)
+    except Exception as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps([{**r.__dict__, "ok": r.ok} for r in rows], indent=2))
+    else:
+        typer.echo(f"{'ADDRESS':<28} {'UPLINK':<10} {'DROP-IN':<7} {'KERNEL':<6}  CONTAINER")
+        for r in rows:
+            who = ", ".join(r.containers) or "(stale: no container)"
+            typer.echo(
+                f"{r.address:<28} {r.uplink:<10} {_yn(r.in_dropin):<7} {_yn(r.in_kernel):<6}  {who}"
+            )
+        if not rows:
+            typer.echo("no container addresses to proxy")
+    raise typer.Exit(0 if all(r.ok for r in rows) and not plan.failed else 1)
+
+
+def _yn(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+@app.command()
+def clean(
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would go."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP, dir_okay=False),
+    root: Path = typer.Option(Path("/"), "--root", help=ROOT_HELP, file_okay=False),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Remove every file and kernel proxy entry v6gen made, then reload networkd.
+
+    Files and entries that v6gen did not make are never touched.
+    """
+    _common(False, debug)
+    from v6gen import engine
+
+    try:
+        ctx = _context(config, root)
+        outcome = _run_locked(ctx, engine.clean, dry_run)
+    except Exception as exc:
+        _fail(exc)
+    _emit(outcome, ctx, as_json)
+    raise typer.Exit(int(outcome.exit_code))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"v6gen {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

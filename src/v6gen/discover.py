@@ -1,0 +1,161 @@
+"""Discover: Docker's container list and the host's links, turned into model values.
+
+Parsing is pure (tested on JSON captured from a real dockerd); the adapters fetch."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from v6gen.config import Config
+from v6gen.errors import NetworkdError
+from v6gen.model import Endpoint, HostFacts, LinkFacts
+from v6gen.paths import NETWORK_DIRS, OWNED_NAME, Paths
+from v6gen.ports import Kernel, Networkd
+
+ENABLE_LABEL = "v6gen.enable"
+UPLINK_LABEL = "v6gen.uplink"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def endpoints_from_list(containers: Iterable[Mapping[str, Any]]) -> list[Endpoint]:
+    """Endpoints from the body of GET /containers/json, which already carries every network's
+    GlobalIPv6Address: no per-container inspect is needed."""
+    found: list[Endpoint] = []
+    for c in containers:
+        if c.get("State", "running") != "running":
+            continue
+        labels = c.get("Labels") or {}
+        names = c.get("Names") or []
+        cid = str(c.get("Id", ""))
+        name = names[0].lstrip("/") if names and isinstance(names[0], str) else cid[:12]
+        networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        for net_name, net in networks.items():
+            address = (net or {}).get("GlobalIPv6Address")
+            if not isinstance(address, str) or not address:
+                continue
+            found.append(
+                Endpoint(
+                    container_id=cid,
+                    container=name,
+                    network=str(net_name),
+                    address=address,
+                    project=_str_or_none(labels.get(PROJECT_LABEL)),
+                    service=_str_or_none(labels.get(SERVICE_LABEL)),
+                    enable_label=_str_or_none(labels.get(ENABLE_LABEL)),
+                    uplink_label=_str_or_none(labels.get(UPLINK_LABEL)),
+                )
+            )
+    return found
+
+
+_ACCEPT_RA = re.compile(r"\s*(IPv6AcceptRA|IPv6AcceptRouterAdvertisements)\s*=", re.ASCII)
+
+
+def _sets_accept_ra(text: str) -> bool:
+    """Whether an INI text sets IPv6AcceptRA= in its [Network] section."""
+    section = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped
+        elif section == "[Network]" and _ACCEPT_RA.match(line):
+            return True
+    return False
+
+
+def accept_ra_configured(paths: Paths, network_file: PurePosixPath) -> bool:
+    """True when the link's main file or a drop-in that is not ours decides IPv6AcceptRA=."""
+    candidates = [paths.under(str(network_file))]
+    for directory in NETWORK_DIRS:
+        dropins = paths.root / directory / f"{network_file.name}.d"
+        candidates += sorted(dropins.glob("*.conf")) if dropins.is_dir() else []
+    own = paths.dropin(network_file.name)
+    for path in candidates:
+        if path == own:
+            continue
+        try:
+            if _sets_accept_ra(path.read_text(encoding="utf-8", errors="replace")):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def gather_host(
+    config: Config, paths: Paths, kernel: Kernel, networkd: Networkd
+) -> tuple[HostFacts, list[str]]:
+    """Facts about every interface the plan may use, plus warnings (e.g. networkd unreachable)."""
+    warnings: list[str] = []
+    routes = kernel.default_route_interfaces()
+    default = config.uplinks[0] if config.uplinks else (routes[0] if routes else None)
+    links: dict[str, LinkFacts] = {}
+    networkd_down = False
+    for name in sorted(config.allowed_uplinks(default)):
+        if not kernel.link_exists(name):
+            links[name] = LinkFacts(name, exists=False)
+            continue
+        managed, network_file = False, None
+        if not networkd_down:
+            try:
+                info = networkd.link(name)
+            except NetworkdError as exc:
+                networkd_down = True
+                warnings.append(f"cannot ask networkd about links: {exc.message}")
+            else:
+                if info is not None:
+                    network_file = info.network_file
+                    managed = info.admin_state not in ("unmanaged", "") and network_file is not None
+        if name in config.network_files:
+            # The admin's word wins: networkd may be unreachable or mid-reconfiguration.
+            network_file, managed = PurePosixPath(config.network_files[name]), True
+        links[name] = LinkFacts(
+            name,
+            exists=True,
+            prefixes=kernel.link_prefixes(name),
+            network_file=network_file,
+            managed=managed,
+            accept_ra_configured=network_file is not None
+            and accept_ra_configured(paths, network_file),
+        )
+    version = config.systemd_version
+    if version is None:
+        try:
+            version = networkd.systemd_version()
+        except NetworkdError:
+            version = None
+    return HostFacts(default, links, version), warnings
+
+
+def owned_dropin_uplink(text: str) -> str | None:
+    """The uplink recorded in one of our drop-ins' headers."""
+    for line in text.splitlines()[:3]:
+        if line.startswith("# v6gen-uplink: "):
+            return line.split(": ", 1)[1].strip()
+    return None
+
+
+def owned_files(paths: Paths) -> dict[Path, str]:
+    """Every file on disk that v6gen wrote: our exact names AND our header (a same-named file
+    someone else wrote is not ours, and is never replaced or removed)."""
+    from v6gen.render import HEADER
+
+    candidates = list(paths.etc_network.glob(f"*.network.d/{OWNED_NAME}"))
+    candidates += [paths.networkd_conf_dropin, paths.sysctl_dropin]
+    candidates += list(paths.restore_dir.glob("*.proxy"))
+    found: dict[Path, str] = {}
+    for path in candidates:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # absent, or unreadable and so certainly not something we wrote
+        if text.startswith(HEADER):
+            found[path] = text
+    return found

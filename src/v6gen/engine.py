@@ -1,0 +1,175 @@
+"""The pipeline every command shares: discover -> plan -> render -> apply."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+from typing import Any
+
+from v6gen import apply, discover, render, validate
+from v6gen.config import Config
+from v6gen.errors import ExitCode
+from v6gen.model import Endpoint, HostFacts, Plan
+from v6gen.paths import Paths
+from v6gen.plan import make_plan
+from v6gen.ports import DockerSource, Kernel, Networkd
+
+
+@dataclass(frozen=True)
+class Adapters:
+    docker: DockerSource
+    networkd: Networkd
+    kernel: Kernel
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    paths: Paths
+    adapters: Adapters
+    live: bool  # False with --root: files only, the running kernel and networkd are left alone
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    changes: apply.Changes
+    dry_run: bool
+    result: apply.Result | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.plan.failed:
+            return ExitCode.UPLINK
+        if self.result is not None and self.result.reload_error:
+            return ExitCode.RELOAD_PENDING
+        return ExitCode.OK
+
+    def to_json(self, paths: Paths) -> dict[str, Any]:
+        owners = {
+            (u.name, e.address): [o.container for o in e.owners]
+            for u in self.plan.uplinks
+            for e in u.entries
+        }
+        c = self.changes
+        return {
+            "up_to_date": c.empty,
+            "dry_run": self.dry_run,
+            "uplinks": [
+                {
+                    "name": u.name,
+                    "network_file": str(u.network_file),
+                    "addresses": [
+                        {"address": str(e.address), "containers": [o.container for o in e.owners]}
+                        for e in u.entries
+                    ],
+                }
+                for u in self.plan.uplinks
+            ],
+            "added": [
+                {"uplink": d, "address": str(a), "containers": owners.get((d, a), [])}
+                for d, a in sorted(c.add)
+            ],
+            "removed": [{"uplink": d, "address": str(a)} for d, a in sorted(c.delete)],
+            "files_written": sorted(str(paths.host_path(p)) for p in c.write),
+            "files_removed": sorted(str(paths.host_path(p)) for p in c.remove),
+            "sysctls": dict(sorted(c.sysctls.items())),
+            "reloaded": bool(self.result and self.result.reloaded),
+            "reload_error": self.result.reload_error if self.result else None,
+            "skipped": [s.__dict__ for s in self.plan.skipped],
+            "failed_uplinks": [f.__dict__ for f in self.plan.failed],
+            "warnings": self.warnings,
+        }
+
+
+def _facts(ctx: Context) -> tuple[HostFacts, list[str]]:
+    return discover.gather_host(ctx.config, ctx.paths, ctx.adapters.kernel, ctx.adapters.networkd)
+
+
+def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Outcome:
+    wanted = render.render(plan, ctx.paths)
+    changes, more = apply.compute(plan, wanted, ctx.paths, ctx.adapters.kernel, live=ctx.live)
+    outcome = Outcome(plan, changes, dry_run, warnings=[*warnings, *plan.warnings, *more])
+    if not dry_run and not changes.empty:
+        k = ctx.adapters
+        outcome.result = apply.execute(changes, ctx.paths, k.kernel, k.networkd, live=ctx.live)
+    return outcome
+
+
+def plan_from_docker(ctx: Context) -> tuple[Plan, list[Endpoint], list[str]]:
+    # Docker first: if it can't be asked, nothing else is touched.
+    endpoints = ctx.adapters.docker.endpoints()
+    facts, warnings = _facts(ctx)
+    return make_plan(endpoints, ctx.config, facts), endpoints, warnings
+
+
+def sync(ctx: Context, *, dry_run: bool = False) -> Outcome:
+    plan, _, warnings = plan_from_docker(ctx)
+    return _run(ctx, plan, warnings, dry_run=dry_run)
+
+
+def clean(ctx: Context, *, dry_run: bool = False) -> Outcome:
+    """Everything v6gen made goes: no uplinks planned means every owned file and entry is stale.
+    Docker is not asked; clean must work when it is gone."""
+    facts, warnings = _facts(ctx)
+    empty = make_plan([], ctx.config, facts)
+    return _run(ctx, Plan((), empty.forwarding, None), warnings, dry_run=dry_run)
+
+
+_PROXY_LINE = re.compile(r"IPv6ProxyNDPAddress=(\S+)")
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    address: str
+    uplink: str
+    containers: tuple[str, ...]
+    networks: tuple[str, ...]
+    in_dropin: bool
+    in_kernel: bool
+    wanted: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.wanted == self.in_dropin == self.in_kernel
+
+
+def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
+    plan, _, _ = plan_from_docker(ctx)
+    in_files: set[tuple[str, IPv6Address]] = set()
+    for path, text in discover.owned_files(ctx.paths).items():
+        uplink = discover.owned_dropin_uplink(text)
+        if uplink is None or path.parent == ctx.paths.restore_dir:
+            continue
+        for match in _PROXY_LINE.findall(text):
+            address, _ = validate.parse_address(match)
+            if address is not None:  # a hand-edited line is reported by doctor, not here
+                in_files.add((uplink, address))
+    kernel = ctx.adapters.kernel.proxy_entries()
+    entries = {(u.name, e.address): e for u in plan.uplinks for e in u.entries}
+    owned, _ = _owned_state(ctx.paths)
+    keys = set(entries) | in_files | (owned & kernel)
+    rows = []
+    for uplink, addr in sorted(keys):
+        e = entries.get((uplink, addr))
+        rows.append(
+            StatusRow(
+                str(addr),
+                uplink,
+                tuple(o.container for o in e.owners) if e else (),
+                tuple(sorted({o.network for o in e.owners})) if e else (),
+                (uplink, addr) in in_files,
+                (uplink, addr) in kernel,
+                e is not None,
+            )
+        )
+    return rows, plan
+
+
+def _owned_state(paths: Paths) -> tuple[frozenset[tuple[str, IPv6Address]], list[str]]:
+    from v6gen import state
+
+    loaded, warnings = state.load(paths.state_file, paths.restore_dir)
+    return loaded.owned, warnings

@@ -1,0 +1,48 @@
+"""Crash-safe file writes: a reader (networkd, the dispatcher hook, the next sync) sees either
+the whole old file or the whole new one, never a mix, even after a power cut."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".v6gen-tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)  # explicit: mkstemp makes 0600 and umask must not matter
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            Path(tmp).unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove(path: Path, *, prune_up_to: Path | None = None) -> None:
+    """Remove a file, then its parent directories while empty (our `<name>.network.d/`), stopping
+    at prune_up_to, which itself is kept."""
+    path.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    parent = path.parent
+    while prune_up_to is not None and parent != prune_up_to and prune_up_to in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break  # not empty: somebody else's drop-ins live there too
+        parent = parent.parent

@@ -1,0 +1,96 @@
+"""Every file location v6gen reads or writes, relative to one root, so a sync can render into
+a scratch directory (`--root`) exactly as it would onto the host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# networkd's search order for .network files and their drop-in directories; /lib is there for
+# hosts without merged /usr.
+NETWORK_DIRS = (
+    "etc/systemd/network",
+    "run/systemd/network",
+    "usr/local/lib/systemd/network",
+    "usr/lib/systemd/network",
+    "lib/systemd/network",
+)
+
+# networkd-dispatcher states in which a link comes back; carrier.d fires first, so the restore
+# starts at the first carrier rather than seconds later at routable.
+DISPATCHER_STATES = ("carrier", "degraded", "routable", "configured")
+
+OWNED_NAME = "50-v6gen.conf"
+HOOK_NAME = "50-v6gen"
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = Path("/")
+
+    def under(self, absolute: str | Path) -> Path:
+        """Map an absolute host path (e.g. a NetworkFile networkd reported) into the root."""
+        return self.root / Path(absolute).relative_to("/")
+
+    def host_path(self, path: Path) -> Path:
+        """The inverse of under(): how a file inside the root is named on the target host."""
+        return Path("/") / path.relative_to(self.root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "etc/v6gen/config.yaml"
+
+    @property
+    def network_dirs(self) -> tuple[Path, ...]:
+        return tuple(self.root / d for d in NETWORK_DIRS)
+
+    @property
+    def etc_network(self) -> Path:
+        return self.root / "etc/systemd/network"
+
+    def dropin(self, network_file: str) -> Path:
+        """Our drop-in for a .network file; always under /etc so it wins over /run and /usr."""
+        return self.etc_network / f"{network_file}.d" / OWNED_NAME
+
+    @property
+    def networkd_conf_dropin(self) -> Path:
+        return self.root / "etc/systemd/networkd.conf.d" / OWNED_NAME
+
+    @property
+    def sysctl_dropin(self) -> Path:
+        return self.root / "etc/sysctl.d" / "50-v6gen.conf"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "var/lib/v6gen"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def restore_file(self, uplink: str) -> Path:
+        """Per-uplink `ip -batch` input that the dispatcher hook replays on link events."""
+        return self.state_dir / "uplinks" / f"{uplink}.proxy"
+
+    @property
+    def restore_dir(self) -> Path:
+        return self.state_dir / "uplinks"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "run/v6gen.lock"
+
+    @property
+    def netif_links(self) -> Path:
+        return self.root / "run/systemd/netif/links"
+
+    def hook_dirs(self, base: str) -> tuple[Path, ...]:
+        return tuple(self.root / base / f"{state}.d" for state in DISPATCHER_STATES)
+
+    @property
+    def packaged_hook_base(self) -> Path:
+        return self.root / "usr/lib/networkd-dispatcher"
+
+    @property
+    def local_hook_base(self) -> Path:
+        return self.root / "etc/networkd-dispatcher"

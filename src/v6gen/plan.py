@@ -1,0 +1,208 @@
+"""Pure planning: which container address is proxied on which uplink, and why others are not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from pathlib import PurePosixPath
+
+from v6gen import validate
+from v6gen.config import Config
+from v6gen.model import (
+    Endpoint,
+    Forwarding,
+    HostFacts,
+    LinkFacts,
+    Owner,
+    Plan,
+    ProxyEntry,
+    Skipped,
+    UplinkFailure,
+    UplinkPlan,
+)
+
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
+
+
+@dataclass(frozen=True)
+class _Choice:
+    uplink: str
+    address: IPv6Address
+    owner: Owner
+
+
+def _usable(link: LinkFacts | None, name: str) -> LinkFacts | UplinkFailure:
+    if link is None or not link.exists:
+        return UplinkFailure(
+            name,
+            f"uplink {name} does not exist",
+            "check `ip link`, the 'uplinks'/'network_uplinks' config keys and v6gen.uplink labels",
+        )
+    if link.network_file is None or not link.managed:
+        return UplinkFailure(
+            name,
+            f"uplink {name} is not managed by systemd-networkd",
+            f"give it a .network file (or name one in network_files) and check "
+            f"`networkctl status {name}`",
+        )
+    return link
+
+
+def _choose_uplink(
+    ep: Endpoint, config: Config, default: str | None, allowed: frozenset[str]
+) -> tuple[str | None, str]:
+    if ep.uplink_label is not None:
+        label = ep.uplink_label
+        reason = validate.interface_name(label)
+        if reason:
+            return None, f"label v6gen.uplink={validate.display(label)!r} is invalid: {reason}"
+        if label not in allowed:
+            choices = ", ".join(sorted(allowed)) or "none"
+            return None, (
+                f"label v6gen.uplink={label} names an interface that is not a configured uplink "
+                f"(allowed: {choices}); add it to 'uplinks' in the config"
+            )
+        return label, ""
+    if ep.network in config.network_uplinks:
+        return config.network_uplinks[ep.network], ""
+    if default is None:
+        return None, "no uplink: the host has no IPv6 default route and no 'uplinks' configured"
+    return default, ""
+
+
+def _selected(ep: Endpoint, config: Config) -> tuple[str, bool]:
+    """(why the endpoint is left out, whether that was the admin's choice), or ("", True)."""
+    if config.include_networks and ep.network not in config.include_networks:
+        return "network not in include_networks", True
+    if config.include_projects and ep.project not in config.include_projects:
+        return "compose project not in include_projects", True
+    if ep.enable_label is None:
+        if config.require_opt_in:
+            return "not opted in (require_opt_in: label v6gen.enable=true)", True
+        return "", True
+    value = ep.enable_label.strip().lower()
+    if value in _FALSE:
+        return "opted out (label v6gen.enable=false)", True
+    if value not in _TRUE:
+        shown = validate.display(ep.enable_label)
+        return f"label v6gen.enable={shown!r} is neither true nor false", False
+    return "", True
+
+
+def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -> Plan:
+    default = config.uplinks[0] if config.uplinks else facts.default_uplink
+    allowed = config.allowed_uplinks(default)
+    skipped: list[Skipped] = []
+    warnings: list[str] = []
+    failures: dict[str, UplinkFailure] = {}
+    chosen: dict[IPv6Address, _Choice] = {}
+    owners: dict[IPv6Address, list[Owner]] = {}
+
+    def skip(ep: Endpoint, reason: str, by_choice: bool = False) -> None:
+        skipped.append(
+            Skipped(
+                validate.display(ep.container),
+                validate.display(ep.network),
+                validate.display(ep.address, 45),
+                reason,
+                by_choice,
+            )
+        )
+
+    for ep in sorted(endpoints, key=lambda e: (e.container, e.network, e.address)):
+        reason, by_choice = _selected(ep, config)
+        if reason:
+            skip(ep, reason, by_choice)
+            continue
+        address, reason = validate.parse_address(ep.address)
+        if address is None:
+            skip(ep, f"address {reason}")
+            continue
+        uplink, reason = _choose_uplink(ep, config, default, allowed)
+        if uplink is None:
+            skip(ep, reason)
+            continue
+        link = _usable(facts.links.get(uplink), uplink)
+        if isinstance(link, UplinkFailure):
+            failures.setdefault(uplink, link)
+            skip(ep, f"uplink {uplink} cannot be managed")
+            continue
+        if not any(address in prefix for prefix in link.prefixes):
+            have = ", ".join(str(p) for p in link.prefixes) or "no global prefix"
+            skip(
+                ep,
+                f"not on-link for {uplink} ({have}): NDP proxying only answers for addresses "
+                f"inside the uplink's prefix; route the network to this host or announce it "
+                f"by router advertisement instead",
+            )
+            continue
+        owner = Owner(
+            validate.display(ep.container),
+            validate.display(ep.network),
+            ep.project and validate.display(ep.project),
+            ep.service and validate.display(ep.service),
+        )
+        previous = chosen.get(address)
+        if previous is None:
+            chosen[address] = _Choice(uplink, address, owner)
+            owners[address] = [owner]
+            continue
+        owners[address].append(owner)
+        where = "" if previous.uplink == uplink else f" (kept on {previous.uplink}, not {uplink})"
+        warnings.append(
+            f"{address} is used by both {previous.owner.container} and "
+            f"{owner.container}: proxied once{where}"
+        )
+
+    by_file: dict[PurePosixPath | None, list[str]] = {}
+    for name in sorted({c.uplink for c in chosen.values()}):
+        by_file.setdefault(facts.links[name].network_file, []).append(name)
+    for network_file, names in by_file.items():
+        if len(names) > 1:
+            # A drop-in applies to every link its .network matches: one file cannot say
+            # "these addresses on eth0, those on eth1".
+            for name in names:
+                failures[name] = UplinkFailure(
+                    name,
+                    f"uplinks {' and '.join(names)} share {network_file}",
+                    "give each uplink its own .network file (Name= matching only it)",
+                )
+                for addr in [a for a, c in chosen.items() if c.uplink == name]:
+                    for owner in owners.pop(addr):
+                        skipped.append(
+                            Skipped(
+                                owner.container,
+                                owner.network,
+                                str(addr),
+                                f"uplink {name} cannot be managed",
+                            )
+                        )
+                    del chosen[addr]
+
+    uplinks: list[UplinkPlan] = []
+    for name in sorted({c.uplink for c in chosen.values()}):
+        network_file = facts.links[name].network_file
+        assert network_file is not None  # _usable() let only links with a file through
+        entries = tuple(
+            ProxyEntry(addr, tuple(sorted(set(owners[addr]))))
+            for addr in sorted(a for a, c in chosen.items() if c.uplink == name)
+        )
+        uplinks.append(
+            UplinkPlan(
+                name,
+                network_file,
+                entries,
+                set_accept_ra=not facts.links[name].accept_ra_configured,
+            )
+        )
+    version = config.systemd_version or facts.systemd_version
+    return Plan(
+        uplinks=tuple(uplinks),
+        forwarding=Forwarding.for_version(version),
+        proxy_delay=config.proxy_delay,
+        skipped=tuple(skipped),
+        failed=tuple(failures[k] for k in sorted(failures)),
+        warnings=tuple(warnings),
+    )

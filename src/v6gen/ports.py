@@ -1,0 +1,55 @@
+"""The side-effect boundaries. The core only sees these Protocols; adapters/ holds the real
+implementations and tests substitute fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv6Address, IPv6Network
+from typing import Protocol
+
+from v6gen.model import Endpoint, NetworkdLink
+
+ProxyKey = tuple[str, IPv6Address]  # (interface, address)
+
+
+class DockerSource(Protocol):
+    def endpoints(self) -> list[Endpoint]:
+        """All IPv6 endpoints of running containers; raises DockerError when Docker can't be asked
+        (never returns an empty list for "could not ask")."""
+        ...
+
+
+class Networkd(Protocol):
+    def link(self, name: str) -> NetworkdLink | None:
+        """None when networkd does not know the link. Raises NetworkdError when unreachable."""
+        ...
+
+    def reload(self) -> None:
+        """Manager.Reload: re-read .network files and reconfigure links whose files changed."""
+        ...
+
+    def systemd_version(self) -> int | None: ...
+
+
+class Kernel(Protocol):
+    def default_route_interfaces(self) -> list[str]:
+        """Interfaces of IPv6 default routes, best (lowest metric) first."""
+        ...
+
+    def link_exists(self, name: str) -> bool: ...
+
+    def link_prefixes(self, name: str) -> tuple[IPv6Network, ...]:
+        """On-link global prefixes of the interface (from its global addresses)."""
+        ...
+
+    def proxy_entries(self) -> set[ProxyKey]: ...
+
+    def change_proxy(self, add: Iterable[ProxyKey], delete: Iterable[ProxyKey]) -> None:
+        """Add (idempotently: replace) and delete proxy entries in one batch."""
+        ...
+
+    def read_sysctl(self, key: str) -> str | None:
+        """key like "net/ipv6/neigh/eth0/proxy_delay"; None when it does not exist."""
+        ...
+
+    def write_sysctl(self, key: str, value: str) -> None: ...

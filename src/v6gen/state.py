@@ -1,0 +1,100 @@
+"""/var/lib/v6gen/state.json: which kernel proxy entries v6gen added (so it deletes only those)
+and the proxy_delay values it replaced (so `clean` can put them back)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+from pathlib import Path
+
+from v6gen import fsutil, validate
+from v6gen.errors import ApplyError
+from v6gen.ports import ProxyKey
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class State:
+    owned: frozenset[ProxyKey] = frozenset()
+    saved_proxy_delay: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        by_uplink: dict[str, list[str]] = {}
+        for dev, addr in sorted(self.owned):
+            by_uplink.setdefault(dev, []).append(str(addr))
+        doc = {
+            "format": FORMAT,
+            "generated_by": "v6gen",
+            "owned_proxy_entries": by_uplink,
+            "saved_proxy_delay": dict(sorted(self.saved_proxy_delay.items())),
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+
+def _parse(text: str) -> State:
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError("unknown format")
+    owned: set[ProxyKey] = set()
+    for dev, addrs in dict(doc.get("owned_proxy_entries", {})).items():
+        if validate.interface_name(dev) or not isinstance(addrs, list):
+            raise ValueError(f"bad uplink {dev!r}")
+        for a in addrs:
+            addr, why = validate.parse_address(str(a))
+            if addr is None:
+                raise ValueError(f"{a!r} {why}")
+            owned.add((dev, addr))
+    saved = {
+        str(k): str(v)
+        for k, v in dict(doc.get("saved_proxy_delay", {})).items()
+        if not validate.interface_name(str(k)) and str(v).isdigit()
+    }
+    return State(frozenset(owned), saved)
+
+
+def _restore_file_entries(directory: Path) -> frozenset[ProxyKey]:
+    """Fallback ownership record: the restore files list exactly what v6gen put in the kernel."""
+    found: set[ProxyKey] = set()
+    for path in directory.glob("*.proxy"):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 6 and parts[:3] == ["neigh", "replace", "proxy"] and parts[4] == "dev":
+                with_addr, _ = validate.parse_address(parts[3])
+                if with_addr is not None and not validate.interface_name(parts[5]):
+                    found.add((parts[5], with_addr))
+    return frozenset(found)
+
+
+def load(path: Path, restore_dir: Path) -> tuple[State, list[str]]:
+    """The state, plus warnings. A missing state is an empty one; a damaged or untrustworthy one
+    is replaced by what the restore files say, so ownership is never invented from thin air."""
+    try:
+        st = path.lstat()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return State(), []
+    except (OSError, UnicodeDecodeError) as exc:
+        return State(_restore_file_entries(restore_dir)), [f"cannot read {path}: {exc}"]
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022 or st.st_uid != os.geteuid():
+        return State(_restore_file_entries(restore_dir)), [
+            f"ignoring {path}: not a regular file owned by this user and writable only by it"
+        ]
+    try:
+        return _parse(text), []
+    except (ValueError, TypeError, AttributeError) as exc:
+        return State(_restore_file_entries(restore_dir)), [f"ignoring damaged {path}: {exc}"]
+
+
+def save(path: Path, state: State) -> None:
+    try:
+        fsutil.write_atomic(path, state.to_json(), mode=0o644)
+    except OSError as exc:
+        raise ApplyError(f"cannot write {path}: {exc.strerror}", "v6gen needs root") from None
+
+
+def addresses(owned: frozenset[ProxyKey], uplink: str) -> list[IPv6Address]:
+    return sorted(a for d, a in owned if d == uplink)
