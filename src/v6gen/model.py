@@ -35,8 +35,9 @@ class Owner:
     service: str | None = None
 
     def describe(self) -> str:
-        who = f"{self.project}/{self.service}" if self.project and self.service else self.container
-        return f"{who} ({self.network})" if who == self.container else f"{who} [{self.container}]"
+        if self.project and self.service:
+            return f"{self.container} (compose {self.project}/{self.service})"
+        return self.container
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ class HostFacts:
 class ProxyEntry:
     address: IPv6Address
     owners: tuple[Owner, ...]
+
+    def describe_owners(self) -> str:
+        return ", ".join(o.describe() for o in self.owners)
 
 
 @dataclass(frozen=True)
