@@ -95,7 +95,7 @@ def _check(key: str, value: Any) -> Any:
 def _check_ifname(name: str) -> None:
     reason = validate.interface_name(name)
     if reason:
-        raise ConfigError(f"interface name '{name}' {reason}", EXAMPLE_HINT)
+        raise ConfigError(f"interface name {name!r} {reason}", EXAMPLE_HINT)
 
 
 KEYS = tuple(Config.__dataclass_fields__)
@@ -124,7 +124,7 @@ def _parse_nodes(loader: Any, source: str) -> Config:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: malformed YAML: {exc}", "check the file's syntax") from None
-    if root is None:
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
         return Config()  # an empty file (or only comments) means all defaults
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError(
@@ -141,7 +141,12 @@ def _parse_nodes(loader: Any, source: str) -> Config:
             raise ConfigError(f"{source}:{line}: unknown key '{key}'", hint)
         if key in loader_values:
             raise ConfigError(f"{source}:{line}: '{key}' is given twice", "keep one of them")
-        value = loader.construct_object(value_node, deep=True)
+        try:
+            value = loader.construct_object(value_node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            raise ConfigError(
+                f"{source}:{line}: {exc.problem}", "plain YAML only: no tags"
+            ) from None
         try:
             loader_values[key] = _check(key, value)
         except ConfigError as exc:

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakes import FakeDocker, FakeKernel, FakeNetworkd
-
 from v6gen.config import Config
 from v6gen.engine import Adapters, Context
 from v6gen.paths import Paths

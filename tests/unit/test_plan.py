@@ -4,8 +4,8 @@ from ipaddress import IPv6Network
 from pathlib import PurePosixPath
 
 import pytest
-from fakes import addr, ep
 
+from fakes import addr, ep
 from v6gen.config import Config
 from v6gen.model import Forwarding, HostFacts, LinkFacts
 from v6gen.plan import make_plan
@@ -15,9 +15,7 @@ NET = PurePosixPath("/etc/systemd/network/10-uplink0.network")
 
 def facts(**extra: LinkFacts) -> HostFacts:
     links = {
-        "uplink0": LinkFacts(
-            "uplink0", True, (IPv6Network("2001:db8::/64"),), NET, managed=True
-        ),
+        "uplink0": LinkFacts("uplink0", True, (IPv6Network("2001:db8::/64"),), NET, managed=True),
         **extra,
     }
     return HostFacts("uplink0", links, 252)
@@ -69,12 +67,14 @@ def test_duplicate_address_is_proxied_once_with_a_warning() -> None:
 
 
 def test_labels_opt_out_and_opt_in() -> None:
-    plan = make_plan([ep("a", enable="false"), ep("b", "2001:db8::b", enable="True")],
-                     Config(), facts())
+    plan = make_plan(
+        [ep("a", enable="false"), ep("b", "2001:db8::b", enable="True")], Config(), facts()
+    )
     assert [e.address for e in plan.uplinks[0].entries] == [addr("2001:db8::b")]
     assert plan.skipped[0].by_choice
-    plan = make_plan([ep("a"), ep("b", "2001:db8::b", enable="yes")],
-                     Config(require_opt_in=True), facts())
+    plan = make_plan(
+        [ep("a"), ep("b", "2001:db8::b", enable="yes")], Config(require_opt_in=True), facts()
+    )
     assert [e.address for e in plan.uplinks[0].entries] == [addr("2001:db8::b")]
 
 
@@ -86,13 +86,19 @@ def test_garbage_enable_label_is_reported() -> None:
 
 
 def test_uplink_label_must_name_a_configured_uplink() -> None:
-    uplink1 = LinkFacts("uplink1", True, (IPv6Network("2001:db8:1::/64"),),
-                        PurePosixPath("/etc/systemd/network/10-uplink1.network"), managed=True)
+    uplink1 = LinkFacts(
+        "uplink1",
+        True,
+        (IPv6Network("2001:db8:1::/64"),),
+        PurePosixPath("/etc/systemd/network/10-uplink1.network"),
+        managed=True,
+    )
     plan = make_plan([ep(address="2001:db8:1::5", uplink="uplink1")], Config(), facts())
     assert "not a configured uplink" in plan.skipped[0].reason
     config = Config(uplinks=("uplink0", "uplink1"))
-    plan = make_plan([ep(address="2001:db8:1::5", uplink="uplink1")], config,
-                     facts(uplink1=uplink1))
+    plan = make_plan(
+        [ep(address="2001:db8:1::5", uplink="uplink1")], config, facts(uplink1=uplink1)
+    )
     assert [u.name for u in plan.uplinks] == ["uplink1"]
 
 
@@ -104,22 +110,35 @@ def test_invalid_uplink_label_never_reaches_a_file(label: str) -> None:
 
 
 def test_network_uplinks_maps_a_docker_network() -> None:
-    uplink1 = LinkFacts("uplink1", True, (IPv6Network("2001:db8:1::/64"),),
-                        PurePosixPath("/run/systemd/network/10-netplan-uplink1.network"), True)
+    uplink1 = LinkFacts(
+        "uplink1",
+        True,
+        (IPv6Network("2001:db8:1::/64"),),
+        PurePosixPath("/run/systemd/network/10-netplan-uplink1.network"),
+        True,
+    )
     config = Config(network_uplinks={"second": "uplink1"})
-    plan = make_plan([ep(), ep("s", "2001:db8:1::5", network="second")], config,
-                     facts(uplink1=uplink1))
+    plan = make_plan(
+        [ep(), ep("s", "2001:db8:1::5", network="second")], config, facts(uplink1=uplink1)
+    )
     assert {u.name: [str(e.address) for e in u.entries] for u in plan.uplinks} == {
-        "uplink0": ["2001:db8::a:71a5"], "uplink1": ["2001:db8:1::5"],
+        "uplink0": ["2001:db8::a:71a5"],
+        "uplink1": ["2001:db8:1::5"],
     }
 
 
 def test_unmanaged_or_missing_uplink_fails_that_uplink_only() -> None:
     uplink1 = LinkFacts("uplink1", True, (IPv6Network("2001:db8:1::/64"),), None, False)
     config = Config(network_uplinks={"second": "uplink1", "third": "gone0"})
-    plan = make_plan([ep(), ep("s", "2001:db8:1::5", network="second"),
-                      ep("t", "2001:db8:2::5", network="third")],
-                     config, facts(uplink1=uplink1, gone0=LinkFacts("gone0", False)))
+    plan = make_plan(
+        [
+            ep(),
+            ep("s", "2001:db8:1::5", network="second"),
+            ep("t", "2001:db8:2::5", network="third"),
+        ],
+        config,
+        facts(uplink1=uplink1, gone0=LinkFacts("gone0", False)),
+    )
     assert [u.name for u in plan.uplinks] == ["uplink0"]
     assert {f.uplink: f.message for f in plan.failed} == {
         "gone0": "uplink gone0 does not exist",
@@ -130,8 +149,9 @@ def test_unmanaged_or_missing_uplink_fails_that_uplink_only() -> None:
 def test_two_uplinks_sharing_one_network_file_both_fail() -> None:
     uplink1 = LinkFacts("uplink1", True, (IPv6Network("2001:db8:1::/64"),), NET, True)
     config = Config(network_uplinks={"second": "uplink1"})
-    plan = make_plan([ep(), ep("s", "2001:db8:1::5", network="second")], config,
-                     facts(uplink1=uplink1))
+    plan = make_plan(
+        [ep(), ep("s", "2001:db8:1::5", network="second")], config, facts(uplink1=uplink1)
+    )
     assert plan.uplinks == ()
     assert {f.uplink for f in plan.failed} == {"uplink0", "uplink1"}
 
@@ -142,17 +162,27 @@ def test_no_default_route_and_no_config() -> None:
 
 
 def test_filters_by_network_and_project() -> None:
-    plan = make_plan([ep(), ep("x", "2001:db8::b", network="other")],
-                     Config(include_networks=("other",)), facts())
+    plan = make_plan(
+        [ep(), ep("x", "2001:db8::b", network="other")],
+        Config(include_networks=("other",)),
+        facts(),
+    )
     assert [str(e.address) for e in plan.uplinks[0].entries] == ["2001:db8::b"]
-    plan = make_plan([ep(), ep("x", "2001:db8::b", project="p2")],
-                     Config(include_projects=("p2",)), facts())
+    plan = make_plan(
+        [ep(), ep("x", "2001:db8::b", project="p2")], Config(include_projects=("p2",)), facts()
+    )
     assert [str(e.address) for e in plan.uplinks[0].entries] == ["2001:db8::b"]
 
 
-@pytest.mark.parametrize(("version", "mode"),
-                         [(247, Forwarding.LINK), (255, Forwarding.LINK),
-                          (256, Forwarding.GLOBAL), (None, Forwarding.BOTH)])
+@pytest.mark.parametrize(
+    ("version", "mode"),
+    [
+        (247, Forwarding.LINK),
+        (255, Forwarding.LINK),
+        (256, Forwarding.GLOBAL),
+        (None, Forwarding.BOTH),
+    ],
+)
 def test_forwarding_follows_systemd_version(version: int | None, mode: Forwarding) -> None:
     f = facts()
     plan = make_plan([ep()], Config(), HostFacts(f.default_uplink, f.links, version))
@@ -160,7 +190,10 @@ def test_forwarding_follows_systemd_version(version: int | None, mode: Forwardin
 
 
 def test_addresses_are_canonical_and_sorted() -> None:
-    plan = make_plan([ep("b", "2001:0DB8:0::A:71A6"), ep("a", "2001:db8::a:71a5")],
-                     Config(), facts())
+    plan = make_plan(
+        [ep("b", "2001:0DB8:0::A:71A6"), ep("a", "2001:db8::a:71a5")], Config(), facts()
+    )
     assert [str(e.address) for e in plan.uplinks[0].entries] == [
-        "2001:db8::a:71a5", "2001:db8::a:71a6"]
+        "2001:db8::a:71a5",
+        "2001:db8::a:71a6",
+    ]

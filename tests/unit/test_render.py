@@ -40,8 +40,9 @@ CASES = {
     "v252": Plan((SEED,), Forwarding.LINK, 0),
     "v256": Plan((SEED,), Forwarding.GLOBAL, 0),
     "unknown_version": Plan((SEED, NETPLAN), Forwarding.BOTH, None),
-    "failed_uplink_kept": Plan((SEED,), Forwarding.LINK, 0,
-                               failed=(UplinkFailure("eth1", "gone", ""),)),
+    "failed_uplink_kept": Plan(
+        (SEED,), Forwarding.LINK, 0, failed=(UplinkFailure("eth1", "gone", ""),)
+    ),
     "nothing": Plan((), Forwarding.LINK, 0),
 }
 
@@ -60,8 +61,7 @@ def test_render_matches_golden(case: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_networkd_files_parse_as_ini_with_only_our_keys(case: str) -> None:
-    allowed = {"ipv6proxyndp", "ipv6proxyndpaddress", "ipforward", "ipv6acceptra",
-               "ipv6forwarding"}
+    allowed = {"ipv6proxyndp", "ipv6proxyndpaddress", "ipforward", "ipv6acceptra", "ipv6forwarding"}
     for path, content in render(CASES[case], Paths(ROOT)).items():
         if path.suffix != ".conf" or "sysctl.d" in str(path):
             continue

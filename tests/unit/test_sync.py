@@ -3,9 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import addr, ep
 from helpers import Host
 
+from fakes import addr, ep
 from v6gen import engine
 from v6gen.errors import ApplyError, DockerError, ExitCode, NetworkdError
 

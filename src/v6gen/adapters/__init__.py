@@ -1,0 +1,1 @@
+"""Real implementations of the ports in v6gen.ports."""

@@ -1,0 +1,370 @@
+"""systemd-networkd over the D-Bus system bus (dbus-next), with the fallbacks that networkd
+before v248, a broken bus or a host without systemd as PID 1 need."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Coroutine, Sequence
+from pathlib import PurePosixPath
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from v6gen.errors import NetworkdError
+from v6gen.model import NetworkdLink
+from v6gen.paths import Paths
+
+if TYPE_CHECKING:
+    from dbus_next.aio.message_bus import MessageBus
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+NETWORK1 = "org.freedesktop.network1"
+NETWORK1_PATH = "/org/freedesktop/network1"
+NETWORK1_MANAGER = "org.freedesktop.network1.Manager"
+SYSTEMD1 = "org.freedesktop.systemd1"
+SYSTEMD1_PATH = "/org/freedesktop/systemd1"
+SYSTEMD1_MANAGER = "org.freedesktop.systemd1.Manager"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
+# systemd shares one constant between resolved and networkd, so networkd 247 and 252 both answer
+# an unknown link with "org.freedesktop.resolve1.NoSuchLink" (measured); matching the suffix also
+# accepts a future rename to network1.
+_NO_SUCH_LINK_SUFFIX = ".NoSuchLink"
+_DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
+_UNKNOWN_STATE = "unknown"
+
+
+class _CallFailed(NetworkdError):
+    """An error reply; `name` lets callers tell an expected answer from a real failure."""
+
+    def __init__(self, name: str, message: str, hint: str) -> None:
+        super().__init__(message, hint)
+        self.name = name
+
+
+class DBusNetworkd:
+    """The Networkd port: one lazily opened system-bus connection, blocking calls.
+
+    Every bus round trip (and the connect) is bounded by `timeout` seconds, and so is each
+    `networkctl` fallback, so a hung bus or daemon costs v6gen seconds, never a hang. Not
+    thread-safe, and not for use from inside a running asyncio loop: it runs its own.
+    """
+
+    def __init__(
+        self, paths: Paths, *, timeout: float = 5.0, networkctl: str = "networkctl"
+    ) -> None:
+        self._paths = paths
+        self._timeout = timeout
+        self._networkctl_cmd = networkctl
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bus: MessageBus | None = None
+        # A bus that failed to connect once fails the same way for the rest of this run; retrying
+        # would cost a full timeout per call when the bus hangs.
+        self._connect_failure: NetworkdError | None = None
+        self._has_describe_link = True
+        self._version: int | None = None
+        self._version_known = False
+
+    # -- the Networkd port ------------------------------------------------------------------
+
+    def link(self, name: str) -> NetworkdLink | None:
+        """None when networkd does not know the link. admin_state is "unknown" when networkd
+        knows the link but has not written down anything about it yet (only before v248)."""
+        try:
+            (ifindex, _path) = self._call(
+                NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "GetLinkByName", "s", [name], "io"
+            )
+        except _CallFailed as e:
+            if e.name.endswith(_NO_SUCH_LINK_SUFFIX):
+                return None
+            raise
+        ifindex = int(ifindex)
+        if self._has_describe_link:
+            try:
+                (text,) = self._call(
+                    NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "DescribeLink", "i", [ifindex], "s"
+                )
+            except _CallFailed as e:
+                if e.name != UNKNOWN_METHOD:
+                    raise
+                # DescribeLink arrived in v248; Debian 11's 247 answers UnknownMethod (measured).
+                self._has_describe_link = False
+                log.debug("systemd-networkd has no DescribeLink: reading its link state files")
+            else:
+                return _link_from_description(name, ifindex, str(text))
+        return self._link_from_state_file(name, ifindex)
+
+    def reload(self) -> None:
+        """Manager.Reload, else `networkctl reload`; NetworkdError when neither worked."""
+        try:
+            self._call(NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "Reload", "", [], "")
+            return
+        except NetworkdError as e:
+            over_dbus = e
+        try:
+            self._networkctl("reload")
+        except NetworkdError as e:
+            raise NetworkdError(
+                f"could not make systemd-networkd reload: {over_dbus.message}; {e.message}",
+                "the files are in place and take effect at the next `networkctl reload`; "
+                + over_dbus.hint,
+            ) from None
+        log.warning(
+            "reloaded systemd-networkd with `networkctl reload`: D-Bus failed: %s",
+            over_dbus.message,
+        )
+
+    def systemd_version(self) -> int | None:
+        """The running systemd's major version, else the installed networkctl's, else None."""
+        if not self._version_known:
+            self._version = self._query_version()
+            self._version_known = True
+        return self._version
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop the connection and the private loop; a later call opens new ones."""
+        bus, self._bus = self._bus, None
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.close()
+        if bus is not None:
+            _close_sockets(bus)
+
+    def __enter__(self) -> DBusNetworkd:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _hint(self) -> str:
+        return (
+            "is systemd-networkd running (`systemctl status systemd-networkd`)? "
+            f"is the system bus at {_bus_address()} reachable (DBUS_SYSTEM_BUS_ADDRESS "
+            "overrides it)?"
+        )
+
+    def _run(self, coro: Coroutine[Any, Any, _T], what: str) -> _T:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.set_exception_handler(_log_loop_exception)
+        try:
+            return self._loop.run_until_complete(asyncio.wait_for(coro, self._timeout))
+        except TimeoutError:
+            raise NetworkdError(
+                f"timed out after {self._timeout:g} s {what}", self._hint()
+            ) from None
+        except NetworkdError:
+            raise
+        except Exception as e:
+            # dbus-next reports transport trouble as bare OSError, EOFError, ValueError or
+            # AuthError; none of them may reach the CLI as a traceback.
+            detail = str(e) or type(e).__name__
+            raise NetworkdError(f"failed {what}: {detail}", self._hint()) from e
+
+    def _connection(self) -> MessageBus:
+        if self._bus is not None and self._bus.connected:
+            return self._bus
+        if self._connect_failure is not None:
+            raise NetworkdError(self._connect_failure.message, self._connect_failure.hint)
+        # A bus that dropped us mid-run: start over with a fresh loop and socket.
+        self.close()
+        try:
+            self._bus = self._run(
+                _connect(), f"connecting to the D-Bus system bus at {_bus_address()}"
+            )
+        except NetworkdError as e:
+            self._connect_failure = e
+            self.close()
+            raise
+        return self._bus
+
+    def _call(
+        self,
+        destination: str,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str,
+        body: Sequence[Any],
+        reply_signature: str,
+    ) -> list[Any]:
+        from dbus_next.constants import MessageType
+        from dbus_next.message import Message
+
+        bus = self._connection()
+        msg = Message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=list(body),
+        )
+        reply = self._run(bus.call(msg), f"calling {member} of {destination}")
+        if reply is None:  # only for NO_REPLY_EXPECTED calls, which v6gen never makes
+            raise NetworkdError(f"{destination} sent no reply to {member}", self._hint())
+        if reply.message_type == MessageType.ERROR:
+            name = str(reply.error_name)
+            text = str(reply.body[0]) if reply.body else ""
+            hint = self._hint()
+            if name.endswith((".AccessDenied", ".InteractiveAuthorizationRequired")):
+                hint = "run v6gen as root: polkit lets only root change systemd-networkd"
+            raise _CallFailed(name, f"{destination} refused {member}: {text} ({name})", hint)
+        if reply.signature != reply_signature:
+            raise NetworkdError(
+                f"{destination} answered {member} with signature {reply.signature!r}, "
+                f"expected {reply_signature!r}",
+                "is something other than systemd answering on the system bus?",
+            )
+        return list(reply.body)
+
+    def _networkctl(self, *args: str) -> str:
+        cmd = [self._networkctl_cmd, *args]
+        shown = " ".join(cmd)
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=self._timeout, check=False
+            )
+        except FileNotFoundError:
+            raise NetworkdError(f"{self._networkctl_cmd} not found", self._hint()) from None
+        except subprocess.TimeoutExpired:
+            raise NetworkdError(
+                f"`{shown}` did not finish within {self._timeout:g} s", self._hint()
+            ) from None
+        except OSError as e:
+            raise NetworkdError(f"cannot run `{shown}`: {e.strerror}", self._hint()) from None
+        if done.returncode != 0:
+            detail = done.stderr.strip() or f"exit status {done.returncode}"
+            raise NetworkdError(f"`{shown}` failed: {detail}", self._hint())
+        return done.stdout
+
+    def _query_version(self) -> int | None:
+        try:
+            (value,) = self._call(
+                SYSTEMD1,
+                SYSTEMD1_PATH,
+                PROPERTIES,
+                "Get",
+                "ss",
+                [SYSTEMD1_MANAGER, "Version"],
+                "v",
+            )
+            version = _leading_int(str(getattr(value, "value", value)))
+            if version is not None:
+                return version
+        except NetworkdError as e:
+            # Normal where systemd is not PID 1 (containers): networkctl still knows.
+            log.debug("systemd version over D-Bus: %s", e.message)
+        try:
+            first = (self._networkctl("--version").splitlines() or [""])[0]
+        except NetworkdError as e:
+            log.debug("systemd version from networkctl: %s", e.message)
+            return None
+        # "systemd 252 (252.38-1~deb12u1)": the installed client, usually the running daemon.
+        match = re.match(r"systemd (\d+)", first.strip())
+        return int(match.group(1)) if match else None
+
+    def _link_from_state_file(self, name: str, ifindex: int) -> NetworkdLink:
+        # The file says "private data, do not parse", but before v248 it is the only place
+        # networkd tells which .network file a link uses.
+        path = self._paths.netif_links / str(ifindex)
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return NetworkdLink(
+                name=name, index=ifindex, admin_state=_UNKNOWN_STATE, network_file=None
+            )
+        except OSError as e:
+            raise NetworkdError(f"cannot read {path}: {e.strerror}", "v6gen needs root") from None
+        values: dict[str, str] = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                values[key.strip()] = value.strip()
+        network_file = values.get("NETWORK_FILE")
+        return NetworkdLink(
+            name=name,
+            index=ifindex,
+            admin_state=values.get("ADMIN_STATE") or _UNKNOWN_STATE,
+            network_file=PurePosixPath(network_file) if network_file else None,
+        )
+
+
+async def _connect() -> MessageBus:
+    # Imported here so that `v6gen --help` and every command that never talks to networkd stay
+    # free of dbus-next's import cost.
+    from dbus_next.aio.message_bus import MessageBus
+    from dbus_next.constants import BusType
+
+    # Built inside the running private loop: dbus-next 0.2.3 binds to get_event_loop() here.
+    bus = MessageBus(bus_type=BusType.SYSTEM)
+    try:
+        await bus.connect()
+    except BaseException:
+        _close_sockets(bus)
+        raise
+    return bus
+
+
+def _close_sockets(bus: Any) -> None:
+    # dbus-next 0.2.3 only shuts its socket down and never closes it (nor the file object it
+    # reads through), leaking two descriptors per connection.
+    for attr in ("_stream", "_sock"):
+        with contextlib.suppress(Exception):
+            getattr(bus, attr).close()
+
+
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # dbus-next leaves futures failing in the background when the bus goes away; in the
+    # private loop they are noise for --debug, not errors for the user.
+    log.debug("dbus-next: %s", context.get("message"), exc_info=context.get("exception"))
+
+
+def _link_from_description(name: str, ifindex: int, text: str) -> NetworkdLink:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise NetworkdError(
+            f"systemd-networkd described link {name} with something other than a JSON object",
+            "please report it with the output of `busctl call org.freedesktop.network1 "
+            f"/org/freedesktop/network1 org.freedesktop.network1.Manager DescribeLink i {ifindex}`",
+        )
+    admin = data.get("AdministrativeState")
+    network_file = data.get("NetworkFile")
+    return NetworkdLink(
+        name=name,
+        index=ifindex,
+        admin_state=admin if isinstance(admin, str) and admin else _UNKNOWN_STATE,
+        network_file=PurePosixPath(network_file)
+        if isinstance(network_file, str) and network_file
+        else None,
+    )
+
+
+def _bus_address() -> str:
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", _DEFAULT_SYSTEM_BUS)
+
+
+def _leading_int(text: str) -> int | None:
+    """252 from "252.38-1~deb12u1" (Debian), "256.7-1-arch", "v257" or "239 (239-58.el8)"."""
+    match = re.match(r"\s*v?(\d+)", text)
+    return int(match.group(1)) if match else None
