@@ -1,0 +1,60 @@
+# v6gen developer entry points. `make test` is what CI runs (as root, lab included).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help deps venv lint typecheck unit dbus lab test bench demo clean
+
+help:
+	@echo "make test   lint, type check, unit, D-Bus and lab tiers (root for the lab)"
+	@echo "make demo   bring up the lab and show a LAN neighbour reaching a container (root)"
+	@echo "make bench  benchmarks in the lab; writes bench/results.json (root)"
+	@echo "make lint / typecheck / unit / dbus / lab   one part of make test"
+
+# System packages the tests need; the lab installs its own daemons (docker.io, networkd-dispatcher,
+# ...) when missing. Root only; a non-root run just checks what is there.
+deps:
+	@missing=""; for p in iproute2 dbus systemd make; do \
+	  dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "missing Debian packages:$$missing (run make deps as root)"; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict src tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+dbus: $(STAMP)
+	$(PY) -m pytest -q tests/dbus
+
+lab: $(STAMP) deps
+	$(PY) -m pytest -q tests/lab
+
+test: deps $(STAMP) lint typecheck
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP) deps
+	$(PY) -m bench
+
+demo: $(STAMP) deps
+	$(PY) -m tests.lab.demo
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
