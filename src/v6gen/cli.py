@@ -84,7 +84,7 @@ def _warn(outcome: Outcome) -> None:
         typer.echo(f"error: {f.message}\nhint: {f.hint}", err=True)
 
 
-def _summary(outcome: Outcome, ctx: Context) -> None:
+def _summary(outcome: Outcome, ctx: Context, err: bool = False) -> None:
     c = outcome.changes
     would = "would " if outcome.dry_run else ""
     names = {
@@ -100,18 +100,20 @@ def _summary(outcome: Outcome, ctx: Context) -> None:
         )
         return
     for dev, addr in sorted(c.add):
-        typer.echo(f"{would}add    {addr} on {dev}  {names.get((dev, addr), '')}".rstrip())
+        typer.echo(
+            err=err, message=f"{would}add    {addr} on {dev}  {names.get((dev, addr), '')}".rstrip()
+        )
     for dev, addr in sorted(c.delete):
-        typer.echo(f"{would}remove {addr} on {dev}")
+        typer.echo(err=err, message=f"{would}remove {addr} on {dev}")
     for path in sorted(c.write):
-        typer.echo(f"{would}write  {ctx.paths.host_path(path)}")
+        typer.echo(err=err, message=f"{would}write  {ctx.paths.host_path(path)}")
     for path in sorted(c.remove):
-        typer.echo(f"{would}delete {ctx.paths.host_path(path)}")
+        typer.echo(err=err, message=f"{would}delete {ctx.paths.host_path(path)}")
     for key, value in sorted(c.sysctls.items()):
-        typer.echo(f"{would}set    {key.replace('/', '.')}={value}")
+        typer.echo(err=err, message=f"{would}set    {key.replace('/', '.')}={value}")
     r = outcome.result
     if r is not None and r.reloaded:
-        typer.echo("reloaded systemd-networkd")
+        typer.echo("reloaded systemd-networkd", err=err)
     if r is not None and r.reload_error:
         typer.echo(f"warning: networkd was not reloaded: {r.reload_error}", err=True)
         typer.echo(
@@ -264,6 +266,42 @@ def clean(
         _fail(exc)
     _emit(outcome, ctx, as_json)
     raise typer.Exit(int(outcome.exit_code))
+
+
+@app.command()
+def watch(
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP, dir_okay=False),
+    debounce: float = typer.Option(
+        0.1,
+        "--debounce",
+        min=0.0,
+        max=5.0,
+        help="Seconds of quiet that end a burst of Docker events.",
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list opted-out containers."),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Follow Docker events: proxy a container the moment it starts, drop it when it stops.
+
+    Resyncs fully at start, on SIGHUP (which also rereads the config) and after Docker comes
+    back; while Docker is away, files and kernel entries stay as they are. Shares the lock with
+    `sync`. Runs as v6gen.service (Type=notify).
+    """
+    _common(verbose, debug)
+    from v6gen.watch import Timing, serve
+
+    def log(line: str) -> None:
+        typer.echo(f"v6gen: {line}", err=True)
+
+    def report(outcome: Outcome, ctx: Context) -> None:
+        if not outcome.changes.empty:
+            _summary(outcome, ctx, err=True)
+        _warn(outcome)
+
+    try:
+        serve(config, Timing(debounce=debounce), log, report)
+    except Exception as exc:
+        _fail(exc)
 
 
 def _version(value: bool) -> None:

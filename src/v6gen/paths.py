@@ -78,7 +78,7 @@ class Paths:
 
     @property
     def lock_file(self) -> Path:
-        return self.root / "run/v6gen.lock"
+        return self.root / "run/v6gen/lock"
 
     @property
     def netif_links(self) -> Path:

@@ -44,5 +44,5 @@ class Host:
         return {
             str(p.relative_to(self.root)): p.read_bytes()
             for p in sorted(self.root.rglob("*"))
-            if p.is_file() and p.name != "v6gen.lock"
+            if p.is_file() and p.name != "lock"
         }

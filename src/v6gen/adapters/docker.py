@@ -3,11 +3,39 @@ sync, never an inspect per container."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from v6gen.discover import endpoints_from_list
 from v6gen.errors import DockerError
 from v6gen.model import Endpoint
+
+EVENT_FILTERS = {
+    "type": ["container", "network"],
+    "event": ["start", "die", "destroy", "connect", "disconnect"],
+}
+
+
+class DockerEvents:
+    """A live /events stream; close() from another thread ends the iteration."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            for event in self._stream:
+                if isinstance(event, dict):
+                    yield event
+        except Exception as exc:  # the connection dropped: tell the caller by ending
+            raise DockerError(
+                f"Docker event stream lost: {exc}", "is dockerd restarting?"
+            ) from None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.close()
 
 
 class DockerAPI:
@@ -53,6 +81,17 @@ class DockerAPI:
         if not isinstance(listing, list):
             raise DockerError("Docker returned something other than a container list", "")
         return endpoints_from_list(c for c in listing if isinstance(c, dict))
+
+    def events(self) -> DockerEvents:
+        """Subscribe to the events that can change the plan. Raises DockerError when dockerd is
+        unreachable; the returned iterator ends (or raises) when the connection is lost."""
+        try:
+            stream = self.client().events(decode=True, filters=EVENT_FILTERS)
+        except DockerError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from None
+        return DockerEvents(stream)
 
     def close(self) -> None:
         if self._client is not None:

@@ -93,6 +93,8 @@ class DBusNetworkd:
                     NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "DescribeLink", "i", [ifindex], "s"
                 )
             except _CallFailed as e:
+                if e.name.endswith(_NO_SUCH_LINK_SUFFIX):  # gone since GetLinkByName
+                    return None
                 if e.name != UNKNOWN_METHOD:
                     raise
                 # DescribeLink arrived in v248; Debian 11's 247 answers UnknownMethod (measured).
@@ -314,7 +316,19 @@ async def _connect() -> MessageBus:
     from dbus_next.constants import BusType
 
     # Built inside the running private loop: dbus-next 0.2.3 binds to get_event_loop() here.
-    bus = MessageBus(bus_type=BusType.SYSTEM)
+    try:
+        bus = MessageBus(bus_type=BusType.SYSTEM)
+    except BaseException as e:
+        # The constructor opens the socket and leaves it open when connecting fails; the
+        # half-built bus is only reachable through the traceback.
+        tb = e.__traceback__
+        while tb is not None:
+            half_built = tb.tb_frame.f_locals.get("self")
+            if isinstance(half_built, MessageBus):
+                _close_sockets(half_built)
+                break
+            tb = tb.tb_next
+        raise
     try:
         await bus.connect()
     except BaseException:

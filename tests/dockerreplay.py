@@ -1,0 +1,82 @@
+"""A Docker Engine API stand-in on a unix socket that replays bodies captured from a real
+dockerd (tests/fixtures/docker) and counts the requests it gets."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).parent / "fixtures" / "docker"
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    bodies: dict[str, bytes]
+    requests: Counter[str]
+    hang: float = 0.0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        # The SDK prefixes /vX.Y once it knows the version; the replay ignores it.
+        route = "/" + path.split("/", 2)[2] if path.startswith("/v1.") else path
+        self.server.requests[route] += 1
+        if self.server.hang:
+            time.sleep(self.server.hang)
+        body = self.server.bodies.get(route)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+class DockerReplay:
+    def __init__(self, socket_path: Path, containers: bytes | str = "seed_running.json") -> None:
+        self.socket_path = socket_path
+        if isinstance(containers, str):
+            containers = (FIXTURES / containers).read_bytes()
+        self._server = _Server(str(socket_path), _Handler)
+        self._server.bodies = {
+            "/version": (FIXTURES / "version.json").read_bytes(),
+            "/containers/json": containers,
+        }
+        self._server.requests = Counter()
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def requests(self) -> Counter[str]:
+        return self._server.requests
+
+    def hang(self, seconds: float) -> None:
+        self._server.hang = seconds
+
+    def __enter__(self) -> DockerReplay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.socket_path.unlink(missing_ok=True)
