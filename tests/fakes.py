@@ -24,6 +24,11 @@ class FakeDocker:
             raise self.error
         return list(self.items)
 
+    def ipv6_networks(self) -> dict[str, tuple[str, ...]]:
+        if self.error:
+            raise self.error
+        return dict.fromkeys(sorted({e.network for e in self.items}), ("2001:db8::a:71a0/125",))
+
 
 @dataclass
 class FakeNetworkd:
@@ -62,6 +67,10 @@ class FakeKernel:
     sysctls: dict[str, str] = field(default_factory=dict)
     batches: list[tuple[frozenset[ProxyKey], frozenset[ProxyKey]]] = field(default_factory=list)
     sysctl_writes: list[tuple[str, str]] = field(default_factory=list)
+    ra_links: set[str] = field(default_factory=set)
+
+    def uses_router_advertisements(self, name: str) -> bool:
+        return name in self.ra_links
 
     def default_route_interfaces(self) -> list[str]:
         return list(self.routes)

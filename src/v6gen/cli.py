@@ -269,6 +269,38 @@ def clean(
 
 
 @app.command()
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP, dir_okay=False),
+    root: Path = typer.Option(Path("/"), "--root", help=ROOT_HELP, file_okay=False),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Check every precondition of working NDP proxying: one line each, ok / warn / fail.
+
+    Docker and its IPv6 networks, the uplink and its .network file, forwarding for this systemd
+    version, proxy_ndp, router advertisements, bug #18378, the dispatcher hooks and their modes,
+    proxy_delay, and kernel entries against the plan. Exit 1 when any check fails.
+    """
+    _common(False, debug)
+    from v6gen import doctor as doctor_mod
+
+    try:
+        ctx = _context(config, root)
+        checks = doctor_mod.run(ctx)
+    except Exception as exc:
+        _fail(exc)
+    if as_json:
+        rows = [{**c.__dict__, "level": c.level.value} for c in checks]
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        for c in checks:
+            typer.echo(f"{c.level.value:<4}  {c.name}: {c.message}")
+            if c.hint and c.level is not doctor_mod.Level.OK:
+                typer.echo(f"      hint: {c.hint}")
+    raise typer.Exit(doctor_mod.exit_code(checks))
+
+
+@app.command()
 def watch(
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP, dir_okay=False),
     debounce: float = typer.Option(

@@ -56,37 +56,48 @@ def endpoints_from_list(containers: Iterable[Mapping[str, Any]]) -> list[Endpoin
     return found
 
 
-_ACCEPT_RA = re.compile(r"\s*(IPv6AcceptRA|IPv6AcceptRouterAdvertisements)\s*=", re.ASCII)
+_ACCEPT_RA = re.compile(r"\s*(?:IPv6AcceptRA|IPv6AcceptRouterAdvertisements)\s*=\s*(\S*)", re.ASCII)
+_YES = frozenset({"yes", "true", "on", "1"})
 
 
-def _sets_accept_ra(text: str) -> bool:
-    """Whether an INI text sets IPv6AcceptRA= in its [Network] section."""
-    section = ""
+def _accept_ra_in(text: str) -> bool | None:
+    """The IPv6AcceptRA= that an INI text's [Network] section sets last, or None."""
+    section, value = "", None
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             section = stripped
-        elif section == "[Network]" and _ACCEPT_RA.match(line):
-            return True
-    return False
+        elif section == "[Network]" and (m := _ACCEPT_RA.match(line)):
+            value = m.group(1).lower() in _YES
+    return value
 
 
-def accept_ra_configured(paths: Paths, network_file: PurePosixPath) -> bool:
-    """True when the link's main file or a drop-in that is not ours decides IPv6AcceptRA=."""
+def accept_ra_setting(paths: Paths, network_file: PurePosixPath) -> bool | None:
+    """IPv6AcceptRA= as the link's main file and the drop-ins that are not ours decide it
+    (drop-ins in lexical order after the main file, as networkd reads them), or None."""
     candidates = [paths.under(str(network_file))]
-    for directory in NETWORK_DIRS:
-        dropins = paths.root / directory / f"{network_file.name}.d"
-        candidates += sorted(dropins.glob("*.conf")) if dropins.is_dir() else []
+    dropins: dict[str, Path] = {}
+    for directory in reversed(NETWORK_DIRS):  # a same-named drop-in in /etc masks /usr's
+        folder = paths.root / directory / f"{network_file.name}.d"
+        if folder.is_dir():
+            dropins.update({p.name: p for p in folder.glob("*.conf")})
+    candidates += [dropins[name] for name in sorted(dropins)]
     own = paths.dropin(network_file.name)
+    value = None
     for path in candidates:
         if path == own:
             continue
         try:
-            if _sets_accept_ra(path.read_text(encoding="utf-8", errors="replace")):
-                return True
+            found = _accept_ra_in(path.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             continue
-    return False
+        value = found if found is not None else value
+    return value
+
+
+def accept_ra_configured(paths: Paths, network_file: PurePosixPath) -> bool:
+    """True when the link's main file or a drop-in that is not ours decides IPv6AcceptRA=."""
+    return accept_ra_setting(paths, network_file) is not None
 
 
 def gather_host(

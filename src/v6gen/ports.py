@@ -18,6 +18,10 @@ class DockerSource(Protocol):
         (never returns an empty list for "could not ask")."""
         ...
 
+    def ipv6_networks(self) -> dict[str, tuple[str, ...]]:
+        """Docker networks with IPv6 enabled -> their IPv6 subnets (for `doctor`)."""
+        ...
+
 
 class Networkd(Protocol):
     def link(self, name: str) -> NetworkdLink | None:
@@ -53,3 +57,7 @@ class Kernel(Protocol):
         ...
 
     def write_sysctl(self, key: str, value: str) -> None: ...
+
+    def uses_router_advertisements(self, name: str) -> bool:
+        """Whether the interface has addresses or routes that came from router advertisements."""
+        ...

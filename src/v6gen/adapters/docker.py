@@ -82,6 +82,26 @@ class DockerAPI:
             raise DockerError("Docker returned something other than a container list", "")
         return endpoints_from_list(c for c in listing if isinstance(c, dict))
 
+    def ipv6_networks(self) -> dict[str, tuple[str, ...]]:
+        try:
+            networks = self.client().networks()  # GET /networks
+        except DockerError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from None
+        found: dict[str, tuple[str, ...]] = {}
+        for net in networks if isinstance(networks, list) else []:
+            if not isinstance(net, dict) or not net.get("EnableIPv6"):
+                continue
+            configs = (net.get("IPAM") or {}).get("Config") or []
+            subnets = tuple(
+                str(c["Subnet"])
+                for c in configs
+                if isinstance(c, dict) and ":" in str(c.get("Subnet", ""))
+            )
+            found[str(net.get("Name", "?"))] = subnets
+        return found
+
     def events(self) -> DockerEvents:
         """Subscribe to the events that can change the plan. Raises DockerError when dockerd is
         unreachable; the returned iterator ends (or raises) when the connection is lost."""

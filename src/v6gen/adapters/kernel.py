@@ -68,6 +68,16 @@ class IpKernel:
                     prefixes.add(IPv6Network(f"{info['local']}/{info['prefixlen']}", strict=False))
         return tuple(sorted(prefixes))
 
+    def uses_router_advertisements(self, name: str) -> bool:
+        # SLAAC addresses are "dynamic" with a finite lifetime; RA routes have protocol "ra".
+        for link in self._json("-6", "addr", "show", "dev", name, "scope", "global"):
+            for info in link.get("addr_info", []):
+                if info.get("dynamic") or info.get("valid_life_time", 4294967295) != 4294967295:
+                    return True
+        return any(
+            r.get("protocol") == "ra" for r in self._json("-6", "route", "show", "dev", name)
+        )
+
     def proxy_entries(self) -> set[ProxyKey]:
         entries: set[ProxyKey] = set()
         for n in self._json("-6", "neigh", "show", "proxy"):

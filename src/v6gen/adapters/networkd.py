@@ -1,5 +1,5 @@
 """systemd-networkd over the D-Bus system bus (dbus-next), with the fallbacks that networkd
-before v248, a broken bus or a host without systemd as PID 1 need."""
+without DescribeLink (247), a broken bus or a host without systemd as PID 1 need."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class DBusNetworkd:
 
     def link(self, name: str) -> NetworkdLink | None:
         """None when networkd does not know the link. admin_state is "unknown" when networkd
-        knows the link but has not written down anything about it yet (only before v248)."""
+        knows the link but has no state file for it yet (only where DescribeLink is missing)."""
         try:
             (ifindex, _path) = self._call(
                 NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "GetLinkByName", "s", [name], "io"
@@ -97,7 +97,8 @@ class DBusNetworkd:
                     return None
                 if e.name != UNKNOWN_METHOD:
                     raise
-                # DescribeLink arrived in v248; Debian 11's 247 answers UnknownMethod (measured).
+                # networkd's JSON descriptions came around v249 (systemd PR #19592); Debian
+                # 11's 247 answers UnknownMethod (measured).
                 self._has_describe_link = False
                 log.debug("systemd-networkd has no DescribeLink: reading its link state files")
             else:
@@ -284,7 +285,7 @@ class DBusNetworkd:
         return int(match.group(1)) if match else None
 
     def _link_from_state_file(self, name: str, ifindex: int) -> NetworkdLink:
-        # The file says "private data, do not parse", but before v248 it is the only place
+        # The file says "private data, do not parse", but without DescribeLink it is the only place
         # networkd tells which .network file a link uses.
         path = self._paths.netif_links / str(ifindex)
         try:

@@ -1,0 +1,291 @@
+"""`v6gen doctor`: every precondition of working NDP proxying, checked one line at a time."""
+
+from __future__ import annotations
+
+import enum
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from v6gen import discover, engine, state
+from v6gen.apply import FORWARDING, proxy_delay_key, proxy_ndp_key
+from v6gen.errors import DockerError
+from v6gen.model import Forwarding, HostFacts, Plan
+from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
+from v6gen.ports import ProxyKey
+
+
+class Level(enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    message: str
+    hint: str = ""
+
+
+def _ok(name: str, message: str) -> Check:
+    return Check(name, Level.OK, message)
+
+
+def run(ctx: engine.Context) -> list[Check]:
+    checks: list[Check] = []
+    k = ctx.adapters
+    try:
+        networks = k.docker.ipv6_networks()
+        plan, endpoints, _ = engine.plan_from_docker(ctx)
+    except DockerError as exc:
+        checks.append(Check("docker", Level.FAIL, exc.message, exc.hint))
+        return checks
+    if networks:
+        listed = ", ".join(
+            f"{n} ({', '.join(s) or 'no subnet'})" for n, s in sorted(networks.items())
+        )
+        checks.append(_ok("docker", f"reachable; networks with IPv6: {listed}"))
+    else:
+        checks.append(
+            Check(
+                "docker",
+                Level.WARN,
+                "reachable, but no network has IPv6 enabled",
+                "create one with `enable_ipv6: true` and an IPv6 subnet",
+            )
+        )
+    facts, warnings = discover.gather_host(ctx.config, ctx.paths, k.kernel, k.networkd)
+    checks += [Check("networkd", Level.WARN, w, "is systemd-networkd running?") for w in warnings]
+    checks += _uplinks(ctx, facts, plan)
+    checks += _forwarding(ctx, facts, plan)
+    checks.append(_systemd(facts))
+    checks += _hooks(ctx.paths)
+    checks.append(_dispatcher_running())
+    checks += _addresses(plan, len(endpoints))
+    return checks
+
+
+def _uplinks(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:
+    if facts.default_uplink is None:
+        return [
+            Check(
+                "uplink",
+                Level.FAIL,
+                "no uplink: no IPv6 default route and no 'uplinks'",
+                "set uplinks: [IFACE] in /etc/v6gen/config.yaml",
+            )
+        ]
+    out = []
+    for name, link in sorted(facts.links.items()):
+        if not link.exists:
+            out.append(Check(f"uplink {name}", Level.FAIL, "does not exist", "check `ip link`"))
+        elif not link.managed or link.network_file is None:
+            out.append(
+                Check(
+                    f"uplink {name}",
+                    Level.FAIL,
+                    "not managed by systemd-networkd",
+                    f"check `networkctl status {name}`",
+                )
+            )
+        else:
+            prefixes = ", ".join(map(str, link.prefixes)) or "no global prefix"
+            out.append(
+                _ok(
+                    f"uplink {name}",
+                    f"managed by networkd via {link.network_file}; on-link {prefixes}",
+                )
+            )
+    kernel = ctx.adapters.kernel
+    want = plan.wanted_entries()
+    have = {e for e in kernel.proxy_entries() if e[0] in facts.links}
+    for uplink in plan.uplinks:
+        name = uplink.name
+        if kernel.read_sysctl(proxy_ndp_key(name)) != "1":
+            out.append(
+                Check(
+                    f"proxy_ndp {name}",
+                    Level.FAIL,
+                    "net.ipv6.conf proxy_ndp is off",
+                    "run `v6gen sync`",
+                )
+            )
+        else:
+            out.append(_ok(f"proxy_ndp {name}", "on"))
+        delay = kernel.read_sysctl(proxy_delay_key(name))
+        wanted_delay = ctx.config.proxy_delay
+        if wanted_delay is not None and delay != str(wanted_delay):
+            out.append(
+                Check(
+                    f"proxy_delay {name}",
+                    Level.WARN,
+                    f"{delay} (config: {wanted_delay}): proxied answers wait up to "
+                    f"{int(delay or 0) * 10} ms",
+                    "run `v6gen sync`",
+                )
+            )
+        else:
+            out.append(_ok(f"proxy_delay {name}", f"{delay}"))
+        ra = kernel.uses_router_advertisements(name)
+        accepted = uplink.set_accept_ra or discover.accept_ra_setting(
+            ctx.paths, uplink.network_file
+        )
+        if ra and not accepted:
+            out.append(
+                Check(
+                    f"router advertisements {name}",
+                    Level.WARN,
+                    "the uplink relies on RA but its config turns IPv6AcceptRA off",
+                    "with forwarding on, its SLAAC address and default route may go",
+                )
+            )
+        elif ra:
+            out.append(_ok(f"router advertisements {name}", "relied on and still accepted"))
+    missing = sorted(want - have)
+    stale = sorted((have - want) & _owned(ctx.paths))
+    if missing or stale:
+        parts = [f"missing {', '.join(str(a) for _, a in missing)}"] if missing else []
+        parts += [f"stale {', '.join(str(a) for _, a in stale)}"] if stale else []
+        out.append(Check("kernel entries", Level.FAIL, "; ".join(parts), "run `v6gen sync`"))
+    else:
+        out.append(_ok("kernel entries", f"{len(want)} proxy entr(y/ies), exactly as planned"))
+    return out
+
+
+def _owned(paths: Paths) -> frozenset[ProxyKey]:
+    return state.load(paths.state_file, paths.restore_dir)[0].owned
+
+
+def _forwarding(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:
+    value = ctx.adapters.kernel.read_sysctl(FORWARDING)
+    out = []
+    if plan.uplinks and value != "1":
+        out.append(
+            Check(
+                "forwarding",
+                Level.FAIL,
+                "net.ipv6.conf.all.forwarding is 0: proxied neighbour advertisements are not sent",
+                "run `v6gen sync`",
+            )
+        )
+    else:
+        out.append(_ok("forwarding", f"net.ipv6.conf.all.forwarding={value}"))
+    if plan.forwarding is Forwarding.GLOBAL and plan.uplinks:
+        conf = ctx.paths.networkd_conf_dropin
+        level = Level.OK if conf.exists() else Level.FAIL
+        out.append(
+            Check(
+                "forwarding config",
+                level,
+                f"systemd {facts.systemd_version}: IPForward= is ignored, needs "
+                f"IPv6Forwarding=yes in {ctx.paths.host_path(conf)}",
+                "" if level is Level.OK else "run `v6gen sync`",
+            )
+        )
+    return out
+
+
+def _systemd(facts: HostFacts) -> Check:
+    v = facts.systemd_version
+    if v is None:
+        return Check(
+            "systemd",
+            Level.WARN,
+            "version unknown; forwarding is configured both ways",
+            "set systemd_version in the config",
+        )
+    if v < 248:
+        return Check(
+            "systemd",
+            Level.WARN,
+            f"{v}: may have bug #18378 (proxy entries lost on a link flap; fixed in 247.4/248)",
+            "keep the dispatcher hooks installed",
+        )
+    return _ok("systemd", f"{v}: not affected by bug #18378")
+
+
+def _hooks(paths: Paths) -> list[Check]:
+    out = []
+    for base in (paths.packaged_hook_base, paths.local_hook_base):
+        found = [d / HOOK_NAME for d in paths.hook_dirs(str(base.relative_to(paths.root)))]
+        if not any(p.exists() for p in found):
+            continue
+        bad = [f"{paths.host_path(p)}: {why}" for p in found for why in [_hook_problem(p)] if why]
+        if bad:
+            out.append(
+                Check(
+                    "hooks",
+                    Level.FAIL,
+                    "; ".join(bad),
+                    "networkd-dispatcher skips hooks and dirs not exactly 0755 root:root",
+                )
+            )
+        else:
+            out.append(
+                _ok(
+                    "hooks",
+                    f"installed in {paths.host_path(base)} for {', '.join(DISPATCHER_STATES)}",
+                )
+            )
+        return out
+    return [
+        Check(
+            "hooks",
+            Level.WARN,
+            "no networkd-dispatcher hooks installed",
+            "run `v6gen sync` (install_hooks: true) or install the Debian package",
+        )
+    ]
+
+
+def _hook_problem(path: Path) -> str:
+    for p in (path.parent, path):
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            return "missing"
+        if stat.S_IMODE(st.st_mode) != 0o755 or st.st_uid != 0 or st.st_gid != 0:
+            return f"{p.name} is {stat.S_IMODE(st.st_mode):o} {st.st_uid}:{st.st_gid}"
+        if p is path and not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+    return ""
+
+
+def _dispatcher_running() -> Check:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # Debian runs it as `python3 /usr/bin/networkd-dispatcher ...`: look at the first two.
+        if any(
+            Path(arg.decode(errors="replace")).name == "networkd-dispatcher"
+            for arg in cmdline.split(b"\0")[:2]
+        ):
+            return _ok("networkd-dispatcher", f"running (pid {proc.name})")
+    return Check(
+        "networkd-dispatcher",
+        Level.WARN,
+        "not running: after a link flap on systemd < 248 proxy entries stay lost",
+        "apt install networkd-dispatcher",
+    )
+
+
+def _addresses(plan: Plan, total: int) -> list[Check]:
+    out = [
+        Check("address", Level.WARN, f"{s.address} ({s.container}): {s.reason}")
+        for s in plan.skipped
+        if not s.by_choice
+    ]
+    out += [Check(f"uplink {f.uplink}", Level.FAIL, f.message, f.hint) for f in plan.failed]
+    if not out:
+        out.append(_ok("addresses", f"{total} container address(es), all proxyable"))
+    return out
+
+
+def exit_code(checks: list[Check]) -> int:
+    return 1 if any(c.level is Level.FAIL for c in checks) else 0
