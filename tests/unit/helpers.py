@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fakes import FakeDocker, FakeKernel, FakeNetworkd
 from v6gen.config import Config
 from v6gen.engine import Adapters, Context
 from v6gen.paths import Paths
+
+from fakes import FakeDocker, FakeKernel, FakeNetworkd
 
 UPLINK_NETWORK = "[Match]\nName=uplink0\n\n[Network]\nAddress=2001:db8::1/64\n"
 

@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import Host
 from typer.testing import CliRunner
 
-from fakes import ep
 from v6gen import cli
 from v6gen.engine import Adapters
 from v6gen.errors import DockerError
+
+from fakes import ep
+from helpers import Host
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dockerreplay import DockerReplay
 from v6gen.adapters.docker import DockerAPI
 from v6gen.errors import DockerError
+
+from dockerreplay import DockerReplay
 
 
 def test_one_list_call_per_sync_whatever_the_container_count(tmp_path: Path) -> None:

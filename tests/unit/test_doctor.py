@@ -4,12 +4,13 @@ import os
 from pathlib import Path
 
 import pytest
-from fakes import ep
-from helpers import Host
 
 from v6gen import doctor, engine
 from v6gen.doctor import Level
 from v6gen.errors import DockerError
+
+from fakes import ep
+from helpers import Host
 
 
 @pytest.fixture

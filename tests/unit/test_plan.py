@@ -5,10 +5,11 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from fakes import addr, ep
 from v6gen.config import Config
 from v6gen.model import Forwarding, HostFacts, LinkFacts
 from v6gen.plan import make_plan
+
+from fakes import addr, ep
 
 NET = PurePosixPath("/etc/systemd/network/10-uplink0.network")
 

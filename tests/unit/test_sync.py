@@ -3,11 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import Host
 
-from fakes import addr, ep
 from v6gen import engine
 from v6gen.errors import ApplyError, DockerError, ExitCode, NetworkdError
+
+from fakes import addr, ep
+from helpers import Host
 
 SEED = ("uplink0", addr("2001:db8::a:71a5"))
 
