@@ -43,10 +43,11 @@ class FakeNetworkd:
             raise NetworkdError("cannot connect to the system bus", "is dbus running?")
         return self.links.get(name)
 
-    def reload(self) -> None:
+    def reload(self) -> str | None:
         if self.reload_error:
             raise self.reload_error
         self.reloads += 1
+        return None
 
     def systemd_version(self) -> int | None:
         if self.unreachable:

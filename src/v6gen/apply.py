@@ -188,8 +188,9 @@ def execute(
         state_mod.save(paths.state_file, changes.state)
     if changes.networkd_files_changed(paths):
         try:
-            networkd.reload()
+            detour = networkd.reload()
             result.reloaded = True
+            result.warnings += [detour] if detour else []
         except NetworkdError as exc:
             result.reload_error = exc.message
     return result

@@ -95,6 +95,7 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
     if not dry_run and not changes.empty:
         k = ctx.adapters
         outcome.result = apply.execute(changes, ctx.paths, k.kernel, k.networkd, live=ctx.live)
+        outcome.warnings += outcome.result.warnings
     return outcome
 
 

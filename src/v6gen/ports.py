@@ -28,8 +28,9 @@ class Networkd(Protocol):
         """None when networkd does not know the link. Raises NetworkdError when unreachable."""
         ...
 
-    def reload(self) -> None:
-        """Manager.Reload: re-read .network files and reconfigure links whose files changed."""
+    def reload(self) -> str | None:
+        """Manager.Reload: re-read .network files and reconfigure links whose files changed.
+        Returns a warning when it had to take a detour (e.g. `networkctl reload`)."""
         ...
 
     def systemd_version(self) -> int | None: ...

@@ -54,8 +54,9 @@ class DBusNetworkd:
     """The Networkd port: one lazily opened system-bus connection, blocking calls.
 
     Every bus round trip (and the connect) is bounded by `timeout` seconds, and so is each
-    `networkctl` fallback, so a hung bus or daemon costs v6gen seconds, never a hang. Not
-    thread-safe, and not for use from inside a running asyncio loop: it runs its own.
+    `networkctl` fallback, so a hung bus or daemon costs v6gen seconds, never a hang; a failed
+    connect is remembered until close(), so it costs that only once. Not thread-safe, and not
+    for use from inside a running asyncio loop: it runs its own.
     """
 
     def __init__(
@@ -66,8 +67,8 @@ class DBusNetworkd:
         self._networkctl_cmd = networkctl
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bus: MessageBus | None = None
-        # A bus that failed to connect once fails the same way for the rest of this run; retrying
-        # would cost a full timeout per call when the bus hangs.
+        # A bus that failed to connect once fails the same way until close(); retrying would
+        # cost a full timeout per call when the bus hangs.
         self._connect_failure: NetworkdError | None = None
         self._has_describe_link = True
         self._version: int | None = None
@@ -105,11 +106,12 @@ class DBusNetworkd:
                 return _link_from_description(name, ifindex, str(text))
         return self._link_from_state_file(name, ifindex)
 
-    def reload(self) -> None:
-        """Manager.Reload, else `networkctl reload`; NetworkdError when neither worked."""
+    def reload(self) -> str | None:
+        """Manager.Reload, else `networkctl reload` (returning a warning that says so);
+        NetworkdError when neither worked."""
         try:
             self._call(NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "Reload", "", [], "")
-            return
+            return None
         except NetworkdError as e:
             over_dbus = e
         try:
@@ -120,9 +122,8 @@ class DBusNetworkd:
                 "the files are in place and take effect at the next `networkctl reload`; "
                 + over_dbus.hint,
             ) from None
-        log.warning(
-            "reloaded systemd-networkd with `networkctl reload`: D-Bus failed: %s",
-            over_dbus.message,
+        return (
+            f"reloaded systemd-networkd with `networkctl reload`: D-Bus failed: {over_dbus.message}"
         )
 
     def systemd_version(self) -> int | None:
@@ -135,7 +136,12 @@ class DBusNetworkd:
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drop the connection and the private loop; a later call opens new ones."""
+        """Drop the connection, the private loop and a remembered connect failure; a later
+        call starts afresh."""
+        self._drop()
+        self._connect_failure = None
+
+    def _drop(self) -> None:
         bus, self._bus = self._bus, None
         loop, self._loop = self._loop, None
         if loop is not None:
@@ -187,14 +193,14 @@ class DBusNetworkd:
         if self._connect_failure is not None:
             raise NetworkdError(self._connect_failure.message, self._connect_failure.hint)
         # A bus that dropped us mid-run: start over with a fresh loop and socket.
-        self.close()
+        self._drop()
         try:
             self._bus = self._run(
                 _connect(), f"connecting to the D-Bus system bus at {_bus_address()}"
             )
         except NetworkdError as e:
             self._connect_failure = e
-            self.close()
+            self._drop()
             raise
         return self._bus
 

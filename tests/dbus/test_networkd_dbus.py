@@ -1,0 +1,278 @@
+"""DBusNetworkd against a fake networkd on a private dbus-daemon: the wire contract."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+from fake_networkd import NO_SUCH_LINK, FakeLink, make_networkctl, running
+
+from v6gen.adapters.networkd import DBusNetworkd, _leading_int
+from v6gen.errors import NetworkdError
+from v6gen.model import NetworkdLink
+from v6gen.paths import Paths
+from v6gen.ports import Networkd
+
+pytestmark = pytest.mark.dbus
+
+LINKS = {
+    "eth0": FakeLink(2, "configured", "/run/systemd/network/10-netplan-eth0.network"),
+    "docker0": FakeLink(3, "unmanaged"),
+}
+
+
+@pytest.fixture
+def adapter(tmp_path: Path) -> Iterator[DBusNetworkd]:
+    # A networkctl that fails, so no test reaches the machine's real networkd by accident.
+    networkctl = make_networkctl(tmp_path, status=1)
+    with DBusNetworkd(Paths(tmp_path), timeout=2.0, networkctl=str(networkctl.path)) as n:
+        yield n
+
+
+def test_link_found_reports_network_file(system_bus: str, adapter: DBusNetworkd) -> None:
+    with running(system_bus, LINKS) as fake:
+        link = adapter.link("eth0")
+    assert link == NetworkdLink(
+        name="eth0",
+        index=2,
+        admin_state="configured",
+        network_file=PurePosixPath("/run/systemd/network/10-netplan-eth0.network"),
+    )
+    assert fake.calls == [("GetLinkByName", ("eth0",)), ("DescribeLink", (2,))]
+
+
+def test_unknown_link_is_none(system_bus: str, adapter: DBusNetworkd) -> None:
+    with running(system_bus, LINKS) as fake:
+        assert adapter.link("nope0") is None
+    assert fake.members() == ["GetLinkByName"]
+
+
+def test_unmanaged_link_has_no_network_file(system_bus: str, adapter: DBusNetworkd) -> None:
+    with running(system_bus, LINKS):
+        link = adapter.link("docker0")
+    assert link == NetworkdLink("docker0", 3, "unmanaged", None)
+
+
+def test_without_describe_link_reads_state_file(
+    system_bus: str, adapter: DBusNetworkd, tmp_path: Path
+) -> None:
+    links_dir = Paths(tmp_path).netif_links
+    links_dir.mkdir(parents=True)
+    # Shape of a 247.3 state file (measured), comment line and all.
+    (links_dir / "2").write_text(
+        "# This is private data. Do not parse.\nADMIN_STATE=configured\nOPER_STATE=routable\n"
+        "NETWORK_FILE=/etc/systemd/network/10-uplink.network\nDNS=\n"
+    )
+    (links_dir / "3").write_text("# This is private data. Do not parse.\nADMIN_STATE=unmanaged\n")
+    with running(system_bus, LINKS, describe_link=False) as fake:
+        eth0 = adapter.link("eth0")
+        docker0 = adapter.link("docker0")
+    assert eth0 == NetworkdLink(
+        "eth0", 2, "configured", PurePosixPath("/etc/systemd/network/10-uplink.network")
+    )
+    assert docker0 == NetworkdLink("docker0", 3, "unmanaged", None)
+    # UnknownMethod is remembered: the second link goes straight to the state file.
+    assert fake.members() == ["GetLinkByName", "DescribeLink", "GetLinkByName"]
+
+
+def test_without_describe_link_or_state_file_state_is_unknown(
+    system_bus: str, adapter: DBusNetworkd
+) -> None:
+    with running(system_bus, LINKS, describe_link=False):
+        assert adapter.link("eth0") == NetworkdLink("eth0", 2, "unknown", None)
+
+
+def test_reload_is_called_exactly_once_per_call(system_bus: str, tmp_path: Path) -> None:
+    networkctl = make_networkctl(tmp_path)
+    with (
+        running(system_bus, LINKS) as fake,
+        DBusNetworkd(Paths(tmp_path), networkctl=str(networkctl.path)) as adapter,
+    ):
+        assert adapter.reload() is None
+        assert fake.members() == ["Reload"]
+        assert adapter.reload() is None
+        assert fake.members() == ["Reload", "Reload"]
+    assert networkctl.invocations() == []
+
+
+def test_reload_falls_back_to_networkctl_and_says_so(no_bus: str, tmp_path: Path) -> None:
+    networkctl = make_networkctl(tmp_path)
+    with DBusNetworkd(Paths(tmp_path), networkctl=str(networkctl.path)) as adapter:
+        warning = adapter.reload()
+    assert networkctl.invocations() == ["reload"]
+    assert warning is not None and "with `networkctl reload`: D-Bus failed" in warning
+
+
+def test_reload_without_bus_or_networkctl_raises_with_hint(
+    no_bus: str, adapter: DBusNetworkd
+) -> None:
+    with pytest.raises(NetworkdError) as raised:
+        adapter.reload()
+    assert "networkctl: simulated failure" in raised.value.message
+    assert "networkctl reload" in raised.value.hint
+    assert no_bus in raised.value.hint
+
+
+def test_absent_bus_raises_networkd_error_with_hint(no_bus: str, adapter: DBusNetworkd) -> None:
+    with pytest.raises(NetworkdError) as raised:
+        adapter.link("eth0")
+    assert no_bus in raised.value.message
+    assert "is systemd-networkd running" in raised.value.hint
+    assert no_bus in raised.value.hint
+
+
+def test_bus_without_networkd_raises(system_bus: str, adapter: DBusNetworkd) -> None:
+    with pytest.raises(NetworkdError) as raised:
+        adapter.link("eth0")
+    assert "org.freedesktop.DBus.Error.ServiceUnknown" in raised.value.message
+
+
+def test_hung_service_fails_within_timeout(system_bus: str, tmp_path: Path) -> None:
+    with running(system_bus, LINKS, hang=True), DBusNetworkd(Paths(tmp_path), timeout=0.3) as n:
+        started = time.monotonic()
+        with pytest.raises(NetworkdError, match=r"timed out after 0\.3 s calling GetLinkByName"):
+            n.link("eth0")
+        assert time.monotonic() - started < 1.5
+
+
+def test_hung_bus_fails_within_timeout_and_then_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Accepts connections (the kernel's backlog does) but never says a word: a wedged daemon.
+    path = tmp_path / "hung-bus"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(8)
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={path}")
+        with DBusNetworkd(Paths(tmp_path), timeout=0.3) as n:
+            started = time.monotonic()
+            with pytest.raises(NetworkdError, match=r"timed out after 0\.3 s connecting"):
+                n.link("eth0")
+            first = time.monotonic() - started
+            with pytest.raises(NetworkdError, match="timed out"):
+                n.link("eth1")
+            second = time.monotonic() - started - first
+            # close() forgets the failure: a restarted bus is tried again.
+            n.close()
+            with pytest.raises(NetworkdError, match="timed out"):
+                n.link("eth0")
+            third = time.monotonic() - started - first - second
+    assert first < 1.5
+    assert second < 0.1
+    assert third >= 0.3
+
+
+def test_link_vanishing_before_describe_link_is_none(
+    system_bus: str, adapter: DBusNetworkd
+) -> None:
+    with running(system_bus, LINKS) as fake:
+        fake.state.describe_error = NO_SUCH_LINK
+        assert adapter.link("eth0") is None
+
+
+def test_refused_call_is_networkd_error_with_root_hint(
+    system_bus: str, adapter: DBusNetworkd
+) -> None:
+    with running(system_bus, LINKS) as fake:
+        fake.state.describe_error = "org.freedesktop.DBus.Error.AccessDenied"
+        with pytest.raises(NetworkdError, match="AccessDenied") as raised:
+            adapter.link("eth0")
+    assert "root" in raised.value.hint
+
+
+def test_describe_link_that_is_not_json_is_networkd_error(
+    system_bus: str, adapter: DBusNetworkd
+) -> None:
+    with running(system_bus, LINKS) as fake:
+        fake.state.describe_text = "[]"
+        with pytest.raises(NetworkdError, match="JSON object"):
+            adapter.link("eth0")
+
+
+def test_one_connection_serves_all_calls_and_close_drops_it(
+    system_bus: str, adapter: DBusNetworkd
+) -> None:
+    with running(system_bus, LINKS, systemd_version="252.38-1~deb12u1") as fake:
+        adapter.link("eth0")
+        adapter.link("docker0")
+        adapter.reload()
+        adapter.systemd_version()
+        assert len(fake.unique_names()) == 2  # the fake and the adapter
+        adapter.close()
+        deadline = time.monotonic() + 2
+        while len(fake.unique_names()) != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fake.unique_names()) == 1
+        # Closed is not dead: the next call connects again.
+        assert adapter.link("eth0") is not None
+
+
+def test_version_from_dbus(system_bus: str, tmp_path: Path) -> None:
+    networkctl = make_networkctl(tmp_path, stdout="systemd 247 (247.3-7+deb11u5)\n")
+    with (
+        running(system_bus, LINKS, systemd_version="252.38-1~deb12u1"),
+        DBusNetworkd(Paths(tmp_path), networkctl=str(networkctl.path)) as adapter,
+    ):
+        assert adapter.systemd_version() == 252
+    assert networkctl.invocations() == []
+
+
+def test_version_from_networkctl_without_systemd_on_bus(system_bus: str, tmp_path: Path) -> None:
+    networkctl = make_networkctl(
+        tmp_path, stdout="systemd 247 (247.3-7+deb11u5)\n+PAM +AUDIT +SELINUX\n"
+    )
+    with (
+        running(system_bus, LINKS),
+        DBusNetworkd(Paths(tmp_path), networkctl=str(networkctl.path)) as adapter,
+    ):
+        assert adapter.systemd_version() == 247
+        assert adapter.systemd_version() == 247
+    assert networkctl.invocations() == ["--version"]  # asked once, then remembered
+
+
+def test_version_unknown_without_bus_or_networkctl(no_bus: str, adapter: DBusNetworkd) -> None:
+    assert adapter.systemd_version() is None
+
+
+def test_version_with_missing_networkctl_binary(no_bus: str, tmp_path: Path) -> None:
+    with DBusNetworkd(Paths(tmp_path), networkctl=str(tmp_path / "absent")) as adapter:
+        assert adapter.systemd_version() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ("252.38-1~deb12u1", 252),
+        ("256.7-1-arch", 256),
+        ("v257", 257),
+        ("239 (239-58.el8)", 239),
+        ("", None),
+        ("unknown", None),
+    ],
+)
+def test_leading_int(text: str, version: int | None) -> None:
+    assert _leading_int(text) == version
+
+
+def test_usable_through_the_networkd_port(system_bus: str, tmp_path: Path) -> None:
+    # mypy checks this assignment: DBusNetworkd must keep satisfying the Protocol.
+    port: Networkd = DBusNetworkd(Paths(tmp_path))
+    with running(system_bus, LINKS):
+        link = port.link("eth0")
+    assert link is not None
+    assert link.network_file == PurePosixPath("/run/systemd/network/10-netplan-eth0.network")
+    assert isinstance(port, DBusNetworkd)
+    port.close()
+
+
+def test_import_does_not_load_dbus_next() -> None:
+    # The CLI imports the adapter for every command, --help included.
+    code = "import sys, v6gen.adapters.networkd; sys.exit('dbus_next' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=30)
