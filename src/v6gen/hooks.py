@@ -34,12 +34,14 @@ def hook_source() -> Path:
     return Path(__file__).resolve().parents[2] / "dispatcher-hooks" / HOOK_NAME
 
 
-def _local_hooks(paths: Paths) -> list[Path]:
-    return [d / HOOK_NAME for d in paths.hook_dirs("etc/networkd-dispatcher")]
+def local_hooks(paths: Paths) -> list[Path]:
+    """Where `v6gen sync` installs the hook: etc/networkd-dispatcher/<state>.d/50-v6gen."""
+    return [paths.local_hook_base / f"{state}.d" / HOOK_NAME for state in DISPATCHER_STATES]
 
 
-def _packaged_hooks(paths: Paths) -> list[Path]:
-    return [d / HOOK_NAME for d in paths.hook_dirs("usr/lib/networkd-dispatcher")]
+def packaged_hooks(paths: Paths) -> list[Path]:
+    """Where the Debian package installs it: usr/lib/networkd-dispatcher/<state>.d/50-v6gen."""
+    return [paths.packaged_hook_base / f"{state}.d" / HOOK_NAME for state in DISPATCHER_STATES]
 
 
 def is_ours(path: Path) -> bool:
@@ -65,12 +67,12 @@ def _right(st: os.stat_result, kind: int) -> bool:
 
 
 def _make_right(path: Path) -> None:
-    os.chmod(path, MODE, follow_symlinks=False)  # explicit: umask must not matter
+    path.chmod(MODE)  # explicit: umask must not matter; only called on our own file or dir
     if _root():
         os.chown(path, 0, 0, follow_symlinks=False)
 
 
-def _ensure_dir(directory: Path, warnings: list[str], *, dry_run: bool) -> bool:
+def _ensure_dir(paths: Paths, directory: Path, warnings: list[str], *, dry_run: bool) -> bool:
     """Create directory (and missing parents) 0755 root:root. An existing one is left as it is;
     False when the hook can't go there, with the reason in warnings."""
     missing: list[Path] = []
@@ -85,15 +87,16 @@ def _ensure_dir(directory: Path, warnings: list[str], *, dry_run: bool) -> bool:
     if missing:
         return True
     st = directory.lstat()
+    name = paths.host_path(directory)
     if not stat.S_ISDIR(st.st_mode):
         warnings.append(
-            f"{directory} is not a directory (a symlink?); networkd-dispatcher skips it, so the "
+            f"{name} is not a directory (a symlink?); networkd-dispatcher skips it, so the "
             "v6gen hook was not installed there"
         )
         return False
     if not _right(st, stat.S_IFDIR):
         warnings.append(
-            f"{directory} is mode {stat.S_IMODE(st.st_mode):04o} owned by "
+            f"{name} is mode {stat.S_IMODE(st.st_mode):04o} owned by "
             f"{st.st_uid}:{st.st_gid}; networkd-dispatcher runs nothing in it unless it is 0755 "
             "root:root (v6gen does not change directories it did not create)"
         )
@@ -109,12 +112,12 @@ def install(
     mode fixed, or removed); an up-to-date install returns [] and writes nothing. A file with our
     name that is not ours is left alone and reported in warnings."""
     notes: list[str] = [] if warnings is None else warnings
-    if any(os.path.lexists(p) for p in _packaged_hooks(paths)):
+    if any(os.path.lexists(p) for p in packaged_hooks(paths)):
         return uninstall(paths, dry_run=dry_run)
     source = hook_source().read_bytes()
     changed: list[Path] = []
-    for target in _local_hooks(paths):
-        if not _ensure_dir(target.parent, notes, dry_run=dry_run):
+    for target in local_hooks(paths):
+        if not _ensure_dir(paths, target.parent, notes, dry_run=dry_run):
             continue
         try:
             st = target.lstat()
@@ -135,36 +138,43 @@ def install(
     return changed
 
 
-def _dpkg_owned(paths: Paths, directory: Path) -> bool:
-    """Whether a Debian package lists this directory (e.g. networkd-dispatcher ships
-    /etc/networkd-dispatcher/carrier.d): such a directory stays even when empty."""
-    needle = f"\n{paths.host_path(directory)}\n".encode()
+def _dpkg_owned(paths: Paths, directories: list[Path]) -> set[Path]:
+    """Those of directories that a Debian package lists (networkd-dispatcher ships
+    /etc/networkd-dispatcher/carrier.d, for one): they stay even when empty."""
+    if not directories:
+        return set()
+    needles = {f"\n{paths.host_path(d)}\n".encode(): d for d in directories}
+    owned: set[Path] = set()
     for listing in (paths.root / "var/lib/dpkg/info").glob("*.list"):
         with contextlib.suppress(OSError):
-            if needle in b"\n" + listing.read_bytes():
-                return True
-    return False
+            text = b"\n" + listing.read_bytes()
+            owned.update(d for needle, d in needles.items() if needle in text)
+    return owned
 
 
 def uninstall(paths: Paths, *, dry_run: bool = False) -> list[Path]:
     """Remove v6gen's hooks from etc/networkd-dispatcher/<state>.d/ (by name and marker), then
     each such directory if that left it empty and no package owns it. Returns the paths
-    removed."""
+    removed (or, with dry_run, that would be)."""
     removed: list[Path] = []
-    for target in _local_hooks(paths):
+    emptied: list[Path] = []
+    for target in local_hooks(paths):
         if not is_ours(target):
             continue
         if not dry_run:
             fsutil.remove(target)
         removed.append(target)
-        directory = target.parent
-        if dry_run:
-            empty = {p.name for p in directory.iterdir()} == {HOOK_NAME}
-        else:
-            empty = not any(directory.iterdir())
-        if empty and not _dpkg_owned(paths, directory):
-            if not dry_run:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-            removed.append(directory)
+        left = {p.name for p in target.parent.iterdir()} - {HOOK_NAME}
+        if not left:
+            emptied.append(target.parent)
+    keep = _dpkg_owned(paths, emptied)
+    for directory in emptied:
+        if directory in keep:
+            continue
+        if not dry_run:
+            try:
+                directory.rmdir()
+            except OSError:
+                continue  # something appeared in it meanwhile: not ours to remove
+        removed.append(directory)
     return removed

@@ -27,12 +27,15 @@ class Endpoint:
     uplink_label: str | None = None
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Owner:
     container: str
     network: str
     project: str | None = None
     service: str | None = None
+
+    def sort_key(self) -> tuple[str, str, str, str]:
+        return (self.container, self.network, self.project or "", self.service or "")
 
     def describe(self) -> str:
         if self.project and self.service:

@@ -186,7 +186,7 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
         network_file = facts.links[name].network_file
         assert network_file is not None  # _usable() let only links with a file through
         entries = tuple(
-            ProxyEntry(addr, tuple(sorted(set(owners[addr]))))
+            ProxyEntry(addr, tuple(sorted(set(owners[addr]), key=Owner.sort_key)))
             for addr in sorted(a for a, c in chosen.items() if c.uplink == name)
         )
         uplinks.append(
