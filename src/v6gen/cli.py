@@ -30,7 +30,7 @@ changed); 5 networkd reload pending (files and kernel done); 6 an uplink could n
 7 writing files or kernel entries failed; 8 locked by another v6gen; 70 internal error.
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 
 class _State:
