@@ -1,0 +1,131 @@
+"""Debian packages the lab needs, and systemd-networkd 247.3 from Debian bullseye.
+
+CI starts on a fresh Debian 12 machine, so missing packages are installed here. The old networkd
+is fetched through a private apt configuration pointed at the mirror this machine already uses
+(read at run time: no host name belongs in the project) and cached across runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from .nsproc import LabError
+
+CACHE_DIR = Path("/var/cache/v6gen-lab")
+NETWORKD_247 = "systemd=247.3-7+deb11u5"
+BULLSEYE = "bullseye"
+
+# dbus-daemon, networkctl and networkd 252 (systemd), the daemons, and busybox for the image.
+PACKAGES = (
+    "dbus",
+    "systemd",
+    "iproute2",
+    "procps",
+    "util-linux",
+    "docker.io",
+    "docker-compose",
+    "networkd-dispatcher",
+    "busybox-static",
+    "radvd",
+)
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+
+
+def missing_packages(names: tuple[str, ...] = PACKAGES) -> list[str]:
+    res = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\\n", *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    installed = {line.split()[0] for line in res.stdout.splitlines() if line.endswith(" installed")}
+    return [n for n in names if n not in installed]
+
+
+@contextlib.contextmanager
+def _no_service_starts() -> Iterator[None]:
+    """Stop maintainer scripts from starting a host dockerd/radvd: the lab runs its own."""
+    if POLICY_RC_D.exists():
+        yield
+        return
+    POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
+    POLICY_RC_D.chmod(0o755)
+    try:
+        yield
+    finally:
+        POLICY_RC_D.unlink()
+
+
+def ensure_packages(names: tuple[str, ...] = PACKAGES) -> None:
+    missing = missing_packages(names)
+    if not missing:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with _no_service_starts():
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            check=True,
+            env=env,
+        )
+
+
+def debian_mirror(
+    sources: Path = Path("/etc/apt/sources.list.d/debian.sources"),
+) -> tuple[str, str]:
+    """(URI, Signed-By) of the machine's main Debian archive (not -security/-updates)."""
+    for para in sources.read_text().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in para.splitlines():
+            if ":" in line and not line.startswith(("#", " ")):
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+        suites = fields.get("Suites", "").split()
+        if fields.get("URIs") and any("-" not in s for s in suites):
+            return fields["URIs"].split()[0], fields.get("Signed-By", "")
+    raise LabError(f"no main Debian archive found in {sources}")
+
+
+def _apt(apt_dir: Path, *args: str, cwd: Path | None = None) -> None:
+    opts = {
+        "Dir::Etc::SourceList": apt_dir / "sources.list",
+        "Dir::Etc::SourceParts": apt_dir / "sources.list.d",
+        "Dir::Etc::Preferences": apt_dir / "preferences",
+        "Dir::Etc::PreferencesParts": apt_dir / "preferences.d",
+        "Dir::State::Lists": apt_dir / "lists",
+        "Dir::Cache": apt_dir / "cache",
+    }
+    argv = ["apt-get", "-q"]
+    for key, value in opts.items():
+        argv += ["-o", f"{key}={value}"]
+    res = subprocess.run([*argv, *args], capture_output=True, text=True, cwd=cwd, check=False)
+    if res.returncode != 0:
+        raise LabError(f"apt-get {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+
+
+def networkd_247() -> Path:
+    """Root of the extracted bullseye systemd package (lib/systemd/systemd-networkd inside)."""
+    root = CACHE_DIR / "systemd-247.3"
+    binary = root / "lib/systemd/systemd-networkd"
+    if binary.exists():
+        return root
+    apt_dir = CACHE_DIR / "apt"
+    for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial"):
+        (apt_dir / sub).mkdir(parents=True, exist_ok=True)
+    uri, signed_by = debian_mirror()
+    opt = f" [signed-by={signed_by}]" if signed_by else ""
+    (apt_dir / "sources.list").write_text(f"deb{opt} {uri} {BULLSEYE} main\n")
+    _apt(apt_dir, "update")
+    debs = CACHE_DIR / "debs"
+    debs.mkdir(exist_ok=True)
+    _apt(apt_dir, "download", NETWORKD_247, cwd=debs)
+    deb = next(debs.glob("systemd_247.3-7+deb11u5_*.deb"))
+    tmp = root.with_name(root.name + ".tmp")
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+    tmp.rename(root)
+    return root

@@ -1,0 +1,198 @@
+"""The end-to-end scenarios of issue 3, driven only through the `v6gen` CLI.
+
+Each test gets a fresh lab host (real networkd, dispatcher, dockerd) and a LAN neighbour whose
+pings are the ground truth: an address counts as reachable only if the neighbour gets an echo
+reply after resolving it by Neighbour Discovery.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from .conftest import MakeLab
+from .labhost import REPO, Lab, poll
+
+pytestmark = pytest.mark.lab
+
+COMPOSE = Path(__file__).resolve().parent / "compose"
+SEED = COMPOSE / "seed.yml"
+PROBE = "2001:db8::a:71a5"
+DROPIN = "/etc/systemd/network/10-uplink0.network.d/50-v6gen.conf"
+# Everything v6gen (or its hooks) may write; a no-op sync must leave all of it untouched.
+WRITTEN_DIRS = (
+    "/etc/systemd/network",
+    "/run/systemd/network",
+    "/etc/systemd/networkd.conf.d",
+    "/etc/sysctl.d",
+    "/etc/networkd-dispatcher",
+    "/usr/lib/networkd-dispatcher",
+    "/var/lib/v6gen",
+    "/etc/v6gen",
+)
+HOOK_IN_REPO = REPO / "dispatcher-hooks" / "50-v6gen"
+
+
+def sync(lab: Lab, *args: str) -> str:
+    res = lab.v6gen("sync", *args)
+    assert res.returncode == 0, f"v6gen sync exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res.stdout
+
+
+def proxied_in_dropin(lab: Lab, inside: str = DROPIN) -> set[str]:
+    path = lab.path(inside)
+    text = path.read_text() if path.exists() else ""
+    return set(re.findall(r"^IPv6ProxyNDPAddress=(\S+)$", text, re.MULTILINE))
+
+
+def snapshot(lab: Lab) -> dict[str, tuple[int, bytes]]:
+    files = {}
+    for d in WRITTEN_DIRS:
+        for p in lab.path(d).rglob("*"):
+            if p.is_file():
+                files[str(p.relative_to(lab.path("/")))] = (p.stat().st_mtime_ns, p.read_bytes())
+    return files
+
+
+def test_1_seed_reachable_only_after_sync(lab: Lab) -> None:
+    lab.compose_up(SEED)
+    assert not lab.lan_ping(PROBE), "LAN reaches the container before any sync"
+    assert lab.v6gen("diff").returncode == 1, "diff must report pending changes before sync"
+
+    sync(lab)
+    assert proxied_in_dropin(lab) == {PROBE}
+    dropin = lab.read(DROPIN)
+    assert "IPv6ProxyNDP=yes" in dropin
+    assert PROBE in lab.proxy_entries()
+    assert lab.lan_reachable(PROBE, within=3) is not None, "LAN can't reach it after sync"
+
+    before = snapshot(lab)
+    sync(lab)
+    assert snapshot(lab) == before, "a second sync changed files"
+    assert lab.v6gen("diff").returncode == 0
+
+
+def test_2_removed_container_is_unproxied(lab: Lab) -> None:
+    lab.compose_up(SEED)
+    sync(lab)
+    assert lab.lan_reachable(PROBE, within=3) is not None
+
+    lab.compose_down(SEED)
+    sync(lab)
+    assert PROBE not in proxied_in_dropin(lab)
+    restore = lab.path("/var/lib/v6gen/uplinks/uplink0.proxy")
+    assert not restore.exists() or PROBE not in restore.read_text()
+    assert PROBE not in lab.proxy_entries()
+    assert not lab.lan_ping(PROBE)
+
+
+@pytest.mark.xfail(
+    not HOOK_IN_REPO.exists(), reason="hooks issue 4: no dispatcher-hooks/50-v6gen yet",
+    strict=False,
+)  # fmt: skip
+@pytest.mark.parametrize("networkd", ["247", "252"])
+def test_3_flap_hook_restores_reachability(make_lab: MakeLab, networkd: str) -> None:
+    lab = make_lab(networkd=networkd)
+    lab.compose_up(SEED)
+    sync(lab)
+    assert lab.lan_reachable(PROBE, within=3) is not None
+    hooks = sorted(lab.path("/etc/networkd-dispatcher").glob("*.d/50-v6gen"))
+    assert hooks, "sync installed no dispatcher hook"
+    for hook in hooks:
+        st = hook.stat()
+        # networkd-dispatcher skips (with only a log line) anything not exactly 0755 root:root.
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0), hook
+        assert stat.S_IMODE(hook.parent.stat().st_mode) == 0o755, hook.parent
+
+    log = lab.logdir / "dispatcher.log"
+    seen = len(log.read_bytes())
+    lab.flap()
+    # The kernel flushes proxy entries on link down; this is the gap the hook exists for.
+    took = lab.lan_reachable(PROBE, within=2.0)
+    assert took is not None and took <= 2.0, f"LAN not reaching {PROBE} within 2 s of the flap"
+    assert PROBE in lab.proxy_entries()
+    assert poll(lambda: b"50-v6gen" in log.read_bytes()[seen:], 5), "the hook never ran"
+
+
+def test_4_slaac_uplink_keeps_address_and_route(make_lab: MakeLab) -> None:
+    lab = make_lab(ra_only=True)
+
+    def slaac() -> bool:
+        out = lab.run("ip -6 addr show dev uplink0 scope global").stdout
+        return "2001:db8::" in out and "dynamic" in out
+
+    def default_route() -> bool:
+        return any("dev uplink0" in r for r in lab.default_routes())
+
+    assert slaac() and default_route()
+    lab.compose_up(SEED)
+    sync(lab)
+    assert lab.sysctl("net.ipv6.conf.all.forwarding") == "1"
+    lab.networkctl_reload()
+    # Measured on 252: a Reload drops the SLAAC address and RA route at once and re-learns
+    # them from radvd's answer to the new solicitation ~1 s later, so "still has" means
+    # "has again shortly", not "never lost".
+    assert poll(lambda: slaac() and default_route(), 10), "SLAAC lost after sync + reload"
+    # Stronger than "still there": what networkd learnt before may merely not have expired.
+    # Drop both and require that fresh router advertisements (every <= 4 s) bring them back.
+    lab.run("ip -6 route del default dev uplink0 && ip -6 addr flush dev uplink0 scope global")
+    assert poll(lambda: slaac() and default_route(), 12), "RAs no longer accepted on uplink0"
+    assert lab.lan_reachable(PROBE, within=3) is not None
+
+
+def test_5_netplan_style_uplink(make_lab: MakeLab) -> None:
+    lab = make_lab(netplan=True)
+    lab.compose_up(SEED)
+    sync(lab)
+    netplan_dropin = "/etc/systemd/network/10-netplan-uplink0.network.d/50-v6gen.conf"
+    assert proxied_in_dropin(lab, netplan_dropin) == {PROBE}
+    assert not lab.path(DROPIN).exists()
+    # Proof that networkd itself applies the drop-in: remove the kernel entry v6gen added and
+    # let networkd put it back from its configuration.
+    lab.run(f"ip -6 neigh del proxy {PROBE} dev uplink0")
+    lab.run("networkctl reconfigure uplink0")
+    assert poll(lambda: PROBE in lab.proxy_entries(), 5), "networkd ignored the netplan drop-in"
+    assert lab.lan_reachable(PROBE, within=3) is not None
+
+
+def test_6_foreign_entry_and_dropin_survive(lab: Lab) -> None:
+    other = "/etc/systemd/network/10-uplink0.network.d/10-someone-else.conf"
+    lab.write(other, "[Network]\nIPv6ProxyNDPAddress=2001:db8::beef\n")
+    lab.networkctl_reload()
+    lab.run("ip -6 neigh add proxy 2001:db8::dead dev uplink0")
+    assert poll(lambda: "2001:db8::beef" in lab.proxy_entries(), 5)
+    other_bytes = lab.path(other).read_bytes()
+    foreign = {"2001:db8::beef", "2001:db8::dead"}
+
+    lab.compose_up(SEED)
+    sync(lab)
+    assert lab.proxy_entries() >= {*foreign, PROBE}
+    assert lab.path(other).read_bytes() == other_bytes
+
+    res = lab.v6gen("clean")
+    assert res.returncode == 0, f"v6gen clean exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert lab.path(other).read_bytes() == other_bytes
+    assert not lab.path(DROPIN).exists()
+    entries = lab.proxy_entries()
+    assert foreign <= entries, f"clean deleted someone else's entries: {foreign - entries}"
+    assert PROBE not in entries
+
+
+def test_7_two_uplinks(make_lab: MakeLab) -> None:
+    lab = make_lab(uplinks=2)
+    # A label may only pick an uplink the admin listed: containers must not choose interfaces.
+    lab.write("/etc/v6gen/config.yaml", "uplinks: [uplink0, uplink1]\n")
+    near, far = "2001:db8::f:2", "2001:db8:1::f:2"
+    lab.compose_up(COMPOSE / "two-uplinks.yml")
+    sync(lab)
+    assert proxied_in_dropin(lab) == {near}
+    assert proxied_in_dropin(lab, "/etc/systemd/network/10-uplink1.network.d/50-v6gen.conf") == {
+        far
+    }
+    assert lab.proxy_entries("uplink0") == {near}
+    assert lab.proxy_entries("uplink1") == {far}
+    assert lab.lan_reachable(near, within=3, uplink="uplink0") is not None
+    assert lab.lan_reachable(far, within=3, uplink="uplink1") is not None
