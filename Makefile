@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help deps venv lint typecheck unit dbus lab test bench demo clean
+.PHONY: help deps venv lint typecheck unit dbus lab test bench demo clean deb deb-deps test-system-python
 
 help:
 	@echo "make test   lint, type check, unit, D-Bus and lab tiers (root for the lab)"
@@ -55,6 +55,31 @@ bench: $(STAMP) deps
 
 demo: $(STAMP) deps
 	$(PY) -m tests.lab.demo
+
+# The .deb, built from a copy of the tree as it is (committed or not), checked by lintian.
+DEB_DIR := build/deb
+
+deb-deps:
+	@if ! command -v dpkg-checkbuilddeps >/dev/null 2>&1 || ! dpkg-checkbuilddeps 2>/dev/null \
+	    || ! command -v lintian >/dev/null 2>&1; then \
+	  apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    build-essential dpkg-dev lintian && \
+	  DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -q --no-install-recommends ./; \
+	fi
+
+deb: deb-deps
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/v6gen
+	git ls-files -z --cached --others --exclude-standard \
+	  | tar --null --ignore-failed-read -T - -cf - | tar -C $(DEB_DIR)/v6gen -xf -
+	cd $(DEB_DIR)/v6gen && env -i HOME="$$HOME" PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+	  DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --display-info $(DEB_DIR)/v6gen_*.changes
+	@echo "built: $$(ls $(DEB_DIR)/*.deb)"
+
+# The unit and D-Bus tiers under Debian's /usr/bin/python3 and Debian 12's own libraries.
+test-system-python:
+	debian/tests/run-system-python -q
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

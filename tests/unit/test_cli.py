@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -16,6 +17,10 @@ from v6gen.errors import DockerError
 from fakes import ep
 from helpers import Host
 
+# click 8.1 (Debian 12) mixes stderr into stdout unless told not to; 8.2 removed the option.
+_SEPARATE = "mix_stderr" in inspect.signature(CliRunner.__init__).parameters
+RUNNER = CliRunner(**({"mix_stderr": False} if _SEPARATE else {}))
+
 
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
@@ -29,7 +34,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
 def run(host: Host, *args: str) -> tuple[int, str, str]:
     # --root makes the CLI treat the host as offline; tests of live kernel effects live in
     # test_sync.py and the lab. Here: parsing, output and exit codes.
-    result = CliRunner().invoke(cli.app, [*args, "--root", str(host.root)])
+    result = RUNNER.invoke(cli.app, [*args, "--root", str(host.root)])
     return result.exit_code, result.stdout, result.stderr
 
 

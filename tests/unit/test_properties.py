@@ -27,7 +27,9 @@ NETWORK_LINE = re.compile(
     r"|IPv6ProxyNDPAddress=(?P<address>[0-9a-f:]+)"
 )
 
-nasty = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
+nasty = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
+) | st.sampled_from(
     [
         "\n[Network]\nDHCP=yes",
         "eth0\nIPv6ProxyNDP=no",
