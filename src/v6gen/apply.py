@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v6gen import discover, fsutil
+from v6gen import discover, fsutil, hooks
 from v6gen import state as state_mod
 from v6gen.errors import ApplyError, NetworkdError
 from v6gen.model import Plan
@@ -37,10 +37,14 @@ class Changes:
     sysctls: Mapping[str, str]  # key -> value to set
     state: state_mod.State
     old_state: state_mod.State
+    hook_paths: tuple[Path, ...] = ()  # networkd-dispatcher hook files to install or remove
+    install_hooks: bool = False
 
     @property
     def empty(self) -> bool:
-        return not (self.write or self.remove or self.add or self.delete or self.sysctls)
+        return not (
+            self.write or self.remove or self.add or self.delete or self.sysctls or self.hook_paths
+        )
 
     def networkd_files_changed(self, paths: Paths) -> bool:
         """Only .network drop-ins and networkd.conf.d need a reload; restore data and sysctl.d
@@ -63,6 +67,8 @@ class Changes:
         for path, old in sorted(self.remove.items()):
             name = str(paths.host_path(path))
             out += difflib.unified_diff(old.splitlines(keepends=True), [], f"a{name}", "/dev/null")
+        verb = "install" if self.install_hooks else "remove"
+        out += [f"hook: {verb} {paths.host_path(p)}\n" for p in self.hook_paths]
         return "".join(out)
 
 
@@ -87,7 +93,13 @@ def _file_uplink(path: Path, text: str, paths: Paths) -> str | None:
 
 
 def compute(
-    plan: Plan, wanted: Mapping[Path, str], paths: Paths, kernel: Kernel, *, live: bool
+    plan: Plan,
+    wanted: Mapping[Path, str],
+    paths: Paths,
+    kernel: Kernel,
+    *,
+    live: bool,
+    install_hooks: bool = True,
 ) -> tuple[Changes, list[str]]:
     owned = discover.owned_files(paths)
     frozen = _frozen_uplinks(plan)
@@ -109,8 +121,30 @@ def compute(
     }
 
     old_state, warnings = state_mod.load(paths.state_file, paths.restore_dir)
+    # Hooks follow the restore data: wanted while any uplink has (or keeps) entries. Checked
+    # on every sync, so an upgraded hook rolls out even when nothing else changed.
+    want_hooks = install_hooks and bool(plan.uplinks or plan.failed)
+    hook_paths = tuple(
+        hooks.install(paths, dry_run=True, warnings=warnings)
+        if want_hooks
+        else hooks.uninstall(paths, dry_run=True)
+    )
     if not live:
-        return Changes(write, remove, frozenset(), frozenset(), {}, old_state, old_state), warnings
+        unchanged = old_state
+        return (
+            Changes(
+                write,
+                remove,
+                frozenset(),
+                frozenset(),
+                {},
+                unchanged,
+                unchanged,
+                hook_paths,
+                want_hooks,
+            ),
+            warnings,
+        )
 
     kernel_now = kernel.proxy_entries()
     want = plan.wanted_entries()
@@ -121,10 +155,18 @@ def compute(
     # An entry that someone else put there first stays theirs: we neither add it nor claim it.
     sysctls, saved = _sysctls(plan, kernel, old_state.saved_proxy_delay)
     new_state = state_mod.State(frozenset(owned_entries), saved)
-    return (
-        Changes(write, remove, frozenset(add), frozenset(delete), sysctls, new_state, old_state),
-        warnings,
+    changes = Changes(
+        write,
+        remove,
+        frozenset(add),
+        frozenset(delete),
+        sysctls,
+        new_state,
+        old_state,
+        hook_paths,
+        want_hooks,
     )
+    return changes, warnings
 
 
 def _sysctls(
@@ -179,6 +221,14 @@ def execute(
             fsutil.remove(path, prune_up_to=stop)
         except OSError as exc:
             raise ApplyError(f"cannot remove {paths.host_path(path)}: {exc.strerror}", "") from None
+    if changes.hook_paths:
+        try:
+            (hooks.install if changes.install_hooks else hooks.uninstall)(paths)
+        except OSError as exc:
+            raise ApplyError(
+                f"cannot install the networkd-dispatcher hook: {exc.strerror}",
+                "check /etc/networkd-dispatcher; set install_hooks: false to manage hooks yourself",
+            ) from None
     if not live:
         return result
     for key, value in sorted(changes.sysctls.items()):

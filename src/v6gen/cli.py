@@ -109,6 +109,9 @@ def _summary(outcome: Outcome, ctx: Context, err: bool = False) -> None:
         typer.echo(err=err, message=f"{would}write  {ctx.paths.host_path(path)}")
     for path in sorted(c.remove):
         typer.echo(err=err, message=f"{would}delete {ctx.paths.host_path(path)}")
+    for path in sorted(c.hook_paths):
+        verb = "install" if c.install_hooks else "remove "
+        typer.echo(err=err, message=f"{would}{verb} {ctx.paths.host_path(path)}")
     for key, value in sorted(c.sysctls.items()):
         typer.echo(err=err, message=f"{would}set    {key.replace('/', '.')}={value}")
     r = outcome.result

@@ -75,6 +75,7 @@ class Outcome:
             "removed": [{"uplink": d, "address": str(a)} for d, a in sorted(c.delete)],
             "files_written": sorted(str(paths.host_path(p)) for p in c.write),
             "files_removed": sorted(str(paths.host_path(p)) for p in c.remove),
+            "hooks_changed": sorted(str(paths.host_path(p)) for p in c.hook_paths),
             "sysctls": dict(sorted(c.sysctls.items())),
             "reloaded": bool(self.result and self.result.reloaded),
             "reload_error": self.result.reload_error if self.result else None,
@@ -90,7 +91,14 @@ def _facts(ctx: Context) -> tuple[HostFacts, list[str]]:
 
 def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Outcome:
     wanted = render.render(plan, ctx.paths)
-    changes, more = apply.compute(plan, wanted, ctx.paths, ctx.adapters.kernel, live=ctx.live)
+    changes, more = apply.compute(
+        plan,
+        wanted,
+        ctx.paths,
+        ctx.adapters.kernel,
+        live=ctx.live,
+        install_hooks=ctx.config.install_hooks,
+    )
     outcome = Outcome(plan, changes, dry_run, warnings=[*warnings, *plan.warnings, *more])
     if not dry_run and not changes.empty:
         k = ctx.adapters

@@ -191,3 +191,30 @@ def test_damaged_state_falls_back_to_restore_files(host: Host) -> None:
     out = engine.sync(host.ctx())
     assert any("damaged" in w for w in out.warnings)
     assert SEED not in host.kernel.proxy  # ownership recovered from the restore file
+
+
+def test_sync_installs_hooks_and_clean_removes_them(host: Host) -> None:
+    host.docker.items = [ep()]
+    out = engine.sync(host.ctx())
+    hooks = sorted(host.root.glob("etc/networkd-dispatcher/*.d/50-v6gen"))
+    assert [h.parent.name for h in hooks] == [
+        "carrier.d",
+        "configured.d",
+        "degraded.d",
+        "no-carrier.d",
+        "off.d",
+        "routable.d",
+    ]
+    assert all(h.stat().st_mode & 0o777 == 0o755 for h in hooks)
+    assert len(out.changes.hook_paths) == 6
+    engine.clean(host.ctx())
+    assert not list(host.root.glob("etc/networkd-dispatcher/*.d/50-v6gen"))
+
+
+def test_packaged_hooks_mean_none_under_etc(host: Host) -> None:
+    packaged = host.root / "usr/lib/networkd-dispatcher/carrier.d/50-v6gen"
+    packaged.parent.mkdir(parents=True)
+    packaged.write_text("#!/bin/sh\n")
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    assert not (host.root / "etc/networkd-dispatcher").exists()
