@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -19,7 +20,8 @@ from helpers import Host
 
 # click 8.1 (Debian 12) mixes stderr into stdout unless told not to; 8.2 removed the option.
 _SEPARATE = "mix_stderr" in inspect.signature(CliRunner.__init__).parameters
-RUNNER = CliRunner(**({"mix_stderr": False} if _SEPARATE else {}))
+_RUNNER_ARGS: dict[str, Any] = {"mix_stderr": False} if _SEPARATE else {}
+RUNNER = CliRunner(**_RUNNER_ARGS)
 
 
 @pytest.fixture
