@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
@@ -70,72 +71,16 @@ def _context(config: Path | None, root: Path) -> Context:
     return Context(cfg, paths, _adapters(cfg, paths), live=paths.root == Path("/"))
 
 
-def _warn(outcome: Outcome) -> None:
-    for w in outcome.warnings:
-        typer.echo(f"warning: {w}", err=True)
-    for s in outcome.plan.skipped:
-        if not s.by_choice or _State.verbose:
-            typer.echo(
-                f"{'note' if s.by_choice else 'warning'}: skipped {s.address} "
-                f"({s.container}, {s.network}): {s.reason}",
-                err=True,
-            )
-    for f in outcome.plan.failed:
-        typer.echo(f"error: {f.message}\nhint: {f.hint}", err=True)
-
-
-def _summary(outcome: Outcome, ctx: Context, err: bool = False) -> None:
-    c = outcome.changes
-    would = "would " if outcome.dry_run else ""
-    names = {
-        (u.name, e.address): ", ".join(o.describe() for o in e.owners)
-        for u in outcome.plan.uplinks
-        for e in u.entries
-    }
-    total = sum(len(u.entries) for u in outcome.plan.uplinks)
-    if c.empty:
-        typer.echo(
-            f"up to date: {total} address(es) on {len(outcome.plan.uplinks)} uplink(s), "
-            "nothing changed"
-        )
-        return
-    for dev, addr in sorted(c.add):
-        typer.echo(
-            err=err, message=f"{would}add    {addr} on {dev}  {names.get((dev, addr), '')}".rstrip()
-        )
-    for dev, addr in sorted(c.delete):
-        typer.echo(err=err, message=f"{would}remove {addr} on {dev}")
-    for path in sorted(c.write):
-        typer.echo(err=err, message=f"{would}write  {ctx.paths.host_path(path)}")
-    for path in sorted(c.remove):
-        typer.echo(err=err, message=f"{would}delete {ctx.paths.host_path(path)}")
-    for path in sorted(c.hook_paths):
-        verb = "install" if c.install_hooks else "remove "
-        typer.echo(err=err, message=f"{would}{verb} {ctx.paths.host_path(path)}")
-    for key, value in sorted(c.sysctls.items()):
-        typer.echo(err=err, message=f"{would}set    {key.replace('/', '.')}={value}")
-    r = outcome.result
-    if r is not None and r.reloaded:
-        typer.echo("reloaded systemd-networkd", err=err)
-    if r is not None and r.reload_error:
-        typer.echo(f"warning: networkd was not reloaded: {r.reload_error}", err=True)
-        typer.echo(
-            "hint: run `networkctl reload` once networkd is reachable; the kernel "
-            "entries are already in place",
-            err=True,
-        )
-    if outcome.dry_run:
-        diff = c.diff(ctx.paths)
-        if diff:
-            typer.echo(diff, nl=False)
-
-
 def _emit(outcome: Outcome, ctx: Context, as_json: bool) -> None:
+    from v6gen import report
+
     if as_json:
-        typer.echo(json.dumps(outcome.to_json(ctx.paths), indent=2, default=str))
+        typer.echo(json.dumps(report.to_json(outcome, ctx.paths), indent=2))
     else:
-        _summary(outcome, ctx)
-    _warn(outcome)
+        for line in report.change_lines(outcome, ctx.paths):
+            typer.echo(line, nl=not line.endswith("\n"))
+    for line in report.problem_lines(outcome, verbose=_State.verbose):
+        typer.echo(line, err=True)
 
 
 def _common(verbose: bool, debug: bool) -> None:
@@ -150,13 +95,13 @@ ROOT_HELP = (
 )
 
 
-def _run_locked(ctx: Context, func: Any, dry_run: bool) -> Outcome:
+def _run_locked(ctx: Context, func: Callable[..., Outcome], dry_run: bool) -> Outcome:
     if dry_run:
-        return func(ctx, dry_run=True)  # type: ignore[no-any-return]
+        return func(ctx, dry_run=True)
     from v6gen.lock import held
 
     with held(ctx.paths.lock_file):
-        return func(ctx, dry_run=False)  # type: ignore[no-any-return]
+        return func(ctx, dry_run=False)
 
 
 @app.command()
@@ -329,9 +274,13 @@ def watch(
         typer.echo(f"v6gen: {line}", err=True)
 
     def report(outcome: Outcome, ctx: Context) -> None:
+        from v6gen.report import change_lines, problem_lines
+
         if not outcome.changes.empty:
-            _summary(outcome, ctx, err=True)
-        _warn(outcome)
+            for line in change_lines(outcome, ctx.paths):
+                log(line)
+        for line in problem_lines(outcome, verbose=_State.verbose):
+            typer.echo(line, err=True)
 
     try:
         serve(config, Timing(debounce=debounce), log, report)

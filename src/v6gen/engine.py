@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
-from typing import Any
 
 from v6gen import apply, discover, render, validate
 from v6gen.config import Config
@@ -46,43 +45,6 @@ class Outcome:
         if self.result is not None and self.result.reload_error:
             return ExitCode.RELOAD_PENDING
         return ExitCode.OK
-
-    def to_json(self, paths: Paths) -> dict[str, Any]:
-        owners = {
-            (u.name, e.address): [o.container for o in e.owners]
-            for u in self.plan.uplinks
-            for e in u.entries
-        }
-        c = self.changes
-        return {
-            "up_to_date": c.empty,
-            "dry_run": self.dry_run,
-            "uplinks": [
-                {
-                    "name": u.name,
-                    "network_file": str(u.network_file),
-                    "addresses": [
-                        {"address": str(e.address), "containers": [o.container for o in e.owners]}
-                        for e in u.entries
-                    ],
-                }
-                for u in self.plan.uplinks
-            ],
-            "added": [
-                {"uplink": d, "address": str(a), "containers": owners.get((d, a), [])}
-                for d, a in sorted(c.add)
-            ],
-            "removed": [{"uplink": d, "address": str(a)} for d, a in sorted(c.delete)],
-            "files_written": sorted(str(paths.host_path(p)) for p in c.write),
-            "files_removed": sorted(str(paths.host_path(p)) for p in c.remove),
-            "hooks_changed": sorted(str(paths.host_path(p)) for p in c.hook_paths),
-            "sysctls": dict(sorted(c.sysctls.items())),
-            "reloaded": bool(self.result and self.result.reloaded),
-            "reload_error": self.result.reload_error if self.result else None,
-            "skipped": [s.__dict__ for s in self.plan.skipped],
-            "failed_uplinks": [f.__dict__ for f in self.plan.failed],
-            "warnings": self.warnings,
-        }
 
 
 def _facts(ctx: Context) -> tuple[HostFacts, list[str]]:

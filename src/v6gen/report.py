@@ -1,0 +1,89 @@
+"""What the user reads after sync/clean: change lines, problems, and the --json document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from v6gen.engine import Outcome
+from v6gen.paths import Paths
+
+
+def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
+    c = outcome.changes
+    plan = outcome.plan
+    if c.empty:
+        total = sum(len(u.entries) for u in plan.uplinks)
+        return [
+            f"up to date: {total} address(es) on {len(plan.uplinks)} uplink(s), nothing changed"
+        ]
+    would = "would " if outcome.dry_run else ""
+    owners = {(u.name, e.address): e.describe_owners() for u in plan.uplinks for e in u.entries}
+    lines = [
+        f"{would}add    {a} on {d}  {owners.get((d, a), '')}".rstrip() for d, a in sorted(c.add)
+    ]
+    lines += [f"{would}remove {a} on {d}" for d, a in sorted(c.delete)]
+    lines += [f"{would}write  {paths.host_path(p)}" for p in sorted(c.write)]
+    lines += [f"{would}delete {paths.host_path(p)}" for p in sorted(c.remove)]
+    verb = "install" if c.install_hooks else "remove "
+    lines += [f"{would}{verb} {paths.host_path(p)}" for p in sorted(c.hook_paths)]
+    lines += [f"{would}set    {k.replace('/', '.')}={v}" for k, v in sorted(c.sysctls.items())]
+    if outcome.result is not None and outcome.result.reloaded:
+        lines.append("reloaded systemd-networkd")
+    if outcome.dry_run and (diff := c.diff(paths)):
+        lines.append(diff)
+    return lines
+
+
+def problem_lines(outcome: Outcome, *, verbose: bool) -> list[str]:
+    lines = [f"warning: {w}" for w in outcome.warnings]
+    for s in outcome.plan.skipped:
+        if not s.by_choice or verbose:
+            level = "note" if s.by_choice else "warning"
+            lines.append(f"{level}: skipped {s.address} ({s.container}, {s.network}): {s.reason}")
+    for f in outcome.plan.failed:
+        lines += [f"error: {f.message}", f"hint: {f.hint}"]
+    if outcome.result is not None and outcome.result.reload_error:
+        lines += [
+            f"warning: networkd was not reloaded: {outcome.result.reload_error}",
+            "hint: run `networkctl reload` once networkd is reachable; the kernel entries are "
+            "already in place",
+        ]
+    return lines
+
+
+def to_json(outcome: Outcome, paths: Paths) -> dict[str, Any]:
+    plan, c, r = outcome.plan, outcome.changes, outcome.result
+    owners = {
+        (u.name, e.address): [o.container for o in e.owners]
+        for u in plan.uplinks
+        for e in u.entries
+    }
+    return {
+        "up_to_date": c.empty,
+        "dry_run": outcome.dry_run,
+        "uplinks": [
+            {
+                "name": u.name,
+                "network_file": str(u.network_file),
+                "addresses": [
+                    {"address": str(e.address), "containers": [o.container for o in e.owners]}
+                    for e in u.entries
+                ],
+            }
+            for u in plan.uplinks
+        ],
+        "added": [
+            {"uplink": d, "address": str(a), "containers": owners.get((d, a), [])}
+            for d, a in sorted(c.add)
+        ],
+        "removed": [{"uplink": d, "address": str(a)} for d, a in sorted(c.delete)],
+        "files_written": sorted(str(paths.host_path(p)) for p in c.write),
+        "files_removed": sorted(str(paths.host_path(p)) for p in c.remove),
+        "hooks_changed": sorted(str(paths.host_path(p)) for p in c.hook_paths),
+        "sysctls": dict(sorted(c.sysctls.items())),
+        "reloaded": bool(r and r.reloaded),
+        "reload_error": r.reload_error if r else None,
+        "skipped": [vars(s) for s in plan.skipped],
+        "failed_uplinks": [vars(f) for f in plan.failed],
+        "warnings": outcome.warnings,
+    }
