@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help deps venv lint typecheck unit dbus lab test bench demo clean deb deb-deps test-system-python
+.PHONY: help deps venv lint typecheck unit dbus lab test bench demo clean deb deb-deps test-system-python lab-deb lab-installed
 
 help:
 	@echo "make test   lint, type check, unit, D-Bus and lab tiers (root for the lab)"
@@ -46,6 +46,15 @@ dbus: $(STAMP)
 
 lab: $(STAMP) deps
 	$(PY) -m pytest -q tests/lab
+
+# The Debian package's acceptance (root): built as `make deb` does (nocheck, cached by content),
+# then installed, flapped, upgraded, removed and purged inside the lab's overlays.
+lab-deb: $(STAMP) deps
+	$(PY) -m pytest -q tests/lab/test_deb.py
+
+# The lab tier against the installed package, as autopkgtest runs it.
+lab-installed:
+	V6GEN_LAB_INSTALLED=1 debian/tests/lab -q
 
 test: deps $(STAMP) lint typecheck
 	$(PY) -m pytest -q tests

@@ -3,8 +3,10 @@ mount namespace, with LAN neighbour namespaces on the far side of its uplinks.
 
 Nothing is written outside the namespace: /run, /sys, the networkd, dispatcher, v6gen and
 sysctl directories are fresh tmpfs, and /etc and /var/lib are overlays whose changes vanish
-with the namespace. Everything started is tracked by PID and killed in stop(), even after a
-failure half-way through start().
+with the namespace. With LabOptions(dpkg=True), /usr, /var and the other directories dpkg and
+apt-get write are overlays too, so packages can be installed and purged inside the lab.
+Everything started is tracked by PID and killed in stop(), even after a failure half-way
+through start().
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -24,7 +27,7 @@ from typing import Literal
 from . import packages
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
-from .nsproc import Command, LabError, Namespace
+from .nsproc import Command, LabError, Namespace, argv_of
 from .topology import UPLINKS, Uplink, network_file, radvd_conf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +49,142 @@ TMPFS_DIRS = (
 # Catch-alls for anything else written there; mount points for the tmpfs above that don't exist
 # on the machine are created inside these overlays, not on it.
 OVERLAY_DIRS = ("/etc", "/var/lib")
+# dpkg mode: every directory dpkg, apt-get and maintainer scripts write (/var covers the dpkg
+# and apt state in /var/lib, apt's and debconf's caches in /var/cache, /var/log; / itself holds
+# only these and symlinks into /usr on a merged-/usr system). /tmp stays the machine's: the
+# test's workdir lives there.
+DPKG_OVERLAY_DIRS = ("/etc", "/usr", "/var", "/opt", "/srv", "/root", "/home")
+# dpkg mode: the package creates and purges these itself, which it could not do to a mount point
+# (rmdir and rm -rf fail with EBUSY). /etc/v6gen and /var/lib/v6gen are removed inside the
+# overlays instead, so the lab still starts without v6gen state; /usr/lib/networkd-dispatcher
+# (whose <state>.d directories belong to networkd-dispatcher's package) is left as dpkg knows it.
+DPKG_MANAGED_DIRS = ("/etc/v6gen", "/var/lib/v6gen", "/usr/lib/networkd-dispatcher")
+# Kept the machine's in dpkg mode (bound back over the /var overlay): the lab's caches.
+LAB_CACHE = str(packages.CACHE_DIR)
+# The packaged command, run by lab.v6gen() when LabOptions.installed (or V6GEN_LAB_INSTALLED=1).
+INSTALLED_V6GEN = "/usr/bin/v6gen"
+INSTALLED_ENV = "V6GEN_LAB_INSTALLED"
+# Units as maintainer scripts name them, for the lab's daemons (see SYSTEMCTL).
+UNITS = {
+    "dockerd": "docker.service",
+    "dbus": "dbus.service",
+    "networkd": "systemd-networkd.service",
+    "dispatcher": "networkd-dispatcher.service",
+}
+UNIT_PIDS = "/run/lab/units"
+
+# dpkg mode's stand-in for systemctl (bound over /usr/bin/systemctl; /run/systemd/system exists
+# so maintainer scripts believe systemd runs). The units are the lab's daemons, by the PIDs the
+# lab keeps in /run/lab/units/<unit>. It answers what maintainer scripts ask (is-active,
+# is-enabled, cat, daemon-reload; stop or try-restart of a unit that is not running;
+# try-reload-or-restart of systemd-networkd, which is `networkctl reload` as its ExecReload=;
+# start of networkd-dispatcher, as its unit would: Type=notify, so it returns once the daemon
+# says it is ready, which its log shows), logs every call, and fails with "UNSUPPORTED" for
+# anything it could only pretend to do. A dispatcher started this way is not in the lab's list of
+# processes: stop() finds and kills it, by PID, with the rest of the namespace.
+SYSTEMCTL = r"""#!/bin/sh
+# lab systemctl: see tests/lab/labhost.py (SYSTEMCTL)
+log=@LOG@
+printf '%s
+' "$*" >>"$log"
+unsupported() {
+    printf 'UNSUPPORTED %s
+' "$*" >>"$log"
+    echo "lab systemctl: unsupported: $*" >&2
+    exit 1
+}
+quiet=no action= units=
+for a in "$@"; do
+    case $a in
+    -q | --quiet) quiet=yes ;;
+    --system | --no-block | --no-reload | --no-ask-password | --no-pager | --no-legend | --) ;;
+    --version) echo "systemd 252 (lab systemctl stand-in)"; exit 0 ;;
+    -*) unsupported "$@" ;;
+    *)
+        if [ -z "$action" ]; then action=$a
+        else case $a in *.*) units="$units $a" ;; *) units="$units $a.service" ;; esac
+        fi
+        ;;
+    esac
+done
+say() { [ "$quiet" = yes ] || echo "$@"; }
+active() {
+    pid=
+    { read -r pid <"@UNITS@/$1"; } 2>/dev/null || return 1
+    case $pid in '' | *[!0-9]*) return 1 ;; esac
+    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+unit_file() {
+    for d in /etc/systemd/system /run/systemd/system /lib/systemd/system; do
+        [ -f "$d/$1" ] && { echo "$d/$1"; return 0; }
+    done
+    return 1
+}
+enabled() {
+    active "$1" && return 0  # the lab started it: as good as enabled
+    for w in /etc/systemd/system/*.wants/"$1"; do [ -e "$w" ] && return 0; done
+    return 1
+}
+rc=0
+case $action in
+is-active)
+    for u in $units; do
+        if active "$u"; then say active; else say inactive; rc=3; fi
+    done
+    ;;
+is-enabled)
+    for u in $units; do
+        if enabled "$u"; then say enabled
+        elif unit_file "$u" >/dev/null; then say disabled; rc=1
+        else echo "Failed to get unit file state for $u: No such file or directory" >&2; rc=1
+        fi
+    done
+    ;;
+cat)
+    for u in $units; do
+        f=$(unit_file "$u") || { echo "No files found for $u." >&2; rc=1; continue; }
+        echo "# $f"; cat "$f"
+    done
+    ;;
+daemon-reload | is-system-running)
+    [ "$action" = daemon-reload ] || say running
+    ;;
+stop | try-restart | condrestart)
+    for u in $units; do active "$u" && unsupported "$@"; done
+    ;;
+start)
+    for u in $units; do
+        active "$u" && continue
+        [ "$u" = networkd-dispatcher.service ] || unsupported "$@"
+        dlog=@LOGDIR@/dispatcher.log
+        : >>"$dlog"
+        seen=$(wc -c <"$dlog")
+        networkd-dispatcher -v </dev/null >>"$dlog" 2>&1 &
+        echo $! >"@UNITS@/$u"
+        n=0
+        until tail -c +"$((seen + 1))" "$dlog" | grep -q "Startup complete"; do
+            n=$((n + 1))
+            [ "$n" -le 150 ] && active "$u" || { echo "Job for $u failed" >&2; exit 1; }
+            sleep 0.1
+        done
+    done
+    ;;
+reload | try-reload-or-restart | reload-or-restart | force-reload)
+    for u in $units; do
+        if [ "$u" = systemd-networkd.service ] && active "$u"; then
+            networkctl reload || rc=1
+        elif active "$u"; then
+            unsupported "$@"
+        elif [ "$action" = reload ] || [ "$action" = reload-or-restart ]; then
+            echo "Job for $u failed: the lab does not start it" >&2; rc=1
+        fi
+    done
+    ;;
+*) unsupported "$@" ;;
+esac
+exit $rc
+"""
 
 
 @dataclass(frozen=True)
@@ -56,6 +195,13 @@ class LabOptions:
     uplinks: int = 1  # 2 adds uplink1 with its own LAN namespace
     ra_only: bool = False  # uplink0 configured by router advertisements from radvd
     netplan: bool = False  # uplink0's .network lives at /run/systemd/network/10-netplan-*
+    # dpkg and apt-get may install and purge packages inside: DPKG_OVERLAY_DIRS are overlays,
+    # DPKG_MANAGED_DIRS are no mount points, and maintainer scripts see the lab's daemons as
+    # systemd units (SYSTEMCTL). run_machine_net() is for apt-get's downloads.
+    dpkg: bool = False
+    # lab.v6gen() runs the installed /usr/bin/v6gen instead of src/ from this checkout. None:
+    # only when the environment says V6GEN_LAB_INSTALLED=1 (debian/tests/lab under autopkgtest).
+    installed: bool | None = None
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Callable[[], str]) -> None:
@@ -76,7 +222,9 @@ def poll(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -> bo
     return True
 
 
-def _mount_script() -> str:
+def _mount_script(dpkg: bool = False) -> str:
+    overlays = DPKG_OVERLAY_DIRS if dpkg else OVERLAY_DIRS
+    tmpfs = [d for d in TMPFS_DIRS if not (dpkg and d in DPKG_MANAGED_DIRS)]
     lines = [
         "set -e",
         "mount -t tmpfs -o mode=755 lab-run /run",
@@ -88,13 +236,26 @@ def _mount_script() -> str:
         "mount --rbind /run/lab/cgroup /sys/fs/cgroup",
         "umount -l /run/lab/cgroup",
     ]
-    for i, d in enumerate(OVERLAY_DIRS):
+    keep_cache = dpkg and Path(LAB_CACHE).is_dir()
+    if keep_cache:
+        lines += ["mkdir -p /run/lab/cache", f"mount --bind {LAB_CACHE} /run/lab/cache"]
+    for i, d in enumerate(overlays):
+        if dpkg and not Path(d).is_dir():
+            continue
         up, work = f"/run/lab/ov{i}/upper", f"/run/lab/ov{i}/work"
         lines += [
             f"mkdir -p {up} {work}",
             f"mount -t overlay -o lowerdir={d},upperdir={up},workdir={work} lab-ov {d}",
         ]
-    for d in TMPFS_DIRS:
+    if keep_cache:
+        lines += [f"mount --move /run/lab/cache {LAB_CACHE}"]
+    if dpkg:
+        lines += [f"rm -rf {d}" for d in DPKG_MANAGED_DIRS if d.startswith(("/etc/", "/var/"))]
+        lines += ["mkdir -p /run/lock"]  # /var/lock points there
+        # Docker images ship a policy-rc.d that forbids every service action; maintainer scripts
+        # are to meet the lab's systemctl (SYSTEMCTL) as on a booted machine.
+        lines += ["rm -f /usr/sbin/policy-rc.d"]
+    for d in tmpfs:
         lines += [f"mkdir -p {d}", f"mount -t tmpfs -o mode=755 lab {d}"]
     lines += [
         "mkdir -p /run/dbus /run/systemd/network /run/systemd/netif/links",
@@ -143,20 +304,22 @@ class Lab:
         networkd_root = packages.networkd_247() if opts.networkd == "247" else None
         tarball = build_rootfs_tar(packages.CACHE_DIR / "busybox-rootfs.tar")
         self.host.start()
-        self.run(_mount_script())
+        self.run(_mount_script(dpkg=opts.dpkg))
         self._mark("namespace")
         if opts.docker:
             # Started first: it is the slowest to become ready and needs nothing else.
-            self.host.spawn("dockerd", [
+            dockerd = self.host.spawn("dockerd", [
                 "dockerd", "--data-root=/var/lib/docker", "--exec-root=/run/docker",
                 "-H", "unix:///run/docker.sock", "--pidfile=/run/docker.pid",
                 "--iptables=false", "--ip6tables=false", "--bridge=none",
                 "--userland-proxy=false", f"--cgroup-parent={self.cgroup_parent}",
                 "--log-level=warn",
             ])  # fmt: skip
+            self._unit_pid("dockerd", dockerd.pid)
         for uplink in self.uplinks:
             self._add_uplink(uplink)
-        self.host.spawn("dbus", ["dbus-daemon", "--system", "--nofork", "--nopidfile"])
+        dbus = self.host.spawn("dbus", ["dbus-daemon", "--system", "--nofork", "--nopidfile"])
+        self._unit_pid("dbus", dbus.pid)
         _wait("D-Bus", self.path("/run/dbus/system_bus_socket").exists, 10, self.logs)
         self._mark("uplinks+dbus")
         if opts.networkd is not None:
@@ -170,6 +333,11 @@ class Lab:
             self._mark("dockerd")
             self.docker.import_image(tarball, IMAGE)
             self._mark("image")
+        if opts.dpkg:
+            # After dockerd's start: on a cgroup v2 machine, dockerd that sees /run/systemd/system
+            # switches to the systemd cgroup driver, which needs a real systemd.
+            self._fake_systemd()
+            self._mark("systemctl")
 
     def _add_uplink(self, uplink: Uplink) -> None:
         lan = Namespace(self.logdir, f"lan-{uplink.name}", parent=self.host)
@@ -208,13 +376,14 @@ class Lab:
 
     def _start_networkd(self, root: Path | None) -> None:
         if root is None:
-            self.host.spawn("networkd", ["/lib/systemd/systemd-networkd"])
+            proc = self.host.spawn("networkd", ["/lib/systemd/systemd-networkd"])
         else:
-            self.host.spawn(
+            proc = self.host.spawn(
                 "networkd",
                 [str(root / "lib/systemd/systemd-networkd")],
                 env={"LD_LIBRARY_PATH": str(root / "lib/systemd")},
             )
+        self._unit_pid("networkd", proc.pid)
         for uplink in self.uplinks:
             self.wait_configured(uplink.name, timeout=15)
         if self.options.ra_only:
@@ -223,7 +392,8 @@ class Lab:
     def start_dispatcher(self) -> None:
         log = self.logdir / "dispatcher.log"
         start = log.stat().st_size if log.exists() else 0
-        self.host.spawn("dispatcher", ["networkd-dispatcher", "-v"])
+        proc = self.host.spawn("dispatcher", ["networkd-dispatcher", "-v"])
+        self._unit_pid("dispatcher", proc.pid)
 
         def ready() -> bool:
             return log.exists() and b"Startup complete" in log.read_bytes()[start:]
@@ -232,6 +402,22 @@ class Lab:
 
     def stop_dispatcher(self) -> None:
         self.host.stop_proc("dispatcher")
+        self._unit_pid("dispatcher", None)
+
+    def _unit_pid(self, name: str, pid: int | None) -> None:
+        """Record (or forget) the PID of a lab daemon under its unit name, for SYSTEMCTL."""
+        f = self.path(f"{UNIT_PIDS}/{UNITS[name]}")
+        if pid is None:
+            f.unlink(missing_ok=True)
+        else:
+            self.write(f"{UNIT_PIDS}/{UNITS[name]}", f"{pid}\n")
+
+    def _fake_systemd(self) -> None:
+        stub = "/run/lab/systemctl"
+        text = SYSTEMCTL.replace("@LOG@", str(self.systemctl_log))
+        self.write(stub, text.replace("@LOGDIR@", str(self.logdir)).replace("@UNITS@", UNIT_PIDS))
+        self.path(stub).chmod(0o755)
+        self.run(f"set -e; mkdir -p /run/systemd/system; mount --bind {stub} /usr/bin/systemctl")
 
     def stop(self) -> None:
         if self.host.holder is not None and self.options.docker:
@@ -297,16 +483,73 @@ class Lab:
     def docker(self) -> DockerAPI:
         return DockerAPI(self.path("/run/docker.sock"))
 
+    @property
+    def installed(self) -> bool:
+        """Whether v6gen() runs the installed /usr/bin/v6gen rather than src/."""
+        if self.options.installed is not None:
+            return self.options.installed
+        return os.environ.get(INSTALLED_ENV) == "1"
+
     def v6gen(
         self, *args: str, check: bool = False, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         # env -u: a DOCKER_HOST or bus address from the caller's environment would point
         # v6gen away from the lab's dockerd and bus.
-        cmd = [
-            "env", "-u", "DOCKER_HOST", "-u", "DBUS_SYSTEM_BUS_ADDRESS",
-            f"PYTHONPATH={REPO / 'src'}", sys.executable, "-m", "v6gen", *args,
-        ]  # fmt: skip
+        env = ["env", "-u", "DOCKER_HOST", "-u", "DBUS_SYSTEM_BUS_ADDRESS"]
+        if self.installed:
+            if not self.path(INSTALLED_V6GEN).exists():
+                raise LabError(f"{INSTALLED_V6GEN} is not installed (in the lab)")
+            # The package's own interpreter and modules; no byte code written under /usr.
+            cmd = [
+                *env, "-u", "PYTHONPATH", "-u", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE=1",
+                INSTALLED_V6GEN, *args,
+            ]  # fmt: skip
+        else:
+            cmd = [*env, f"PYTHONPATH={REPO / 'src'}", sys.executable, "-m", "v6gen", *args]
         return self.host.run(cmd, check=check, timeout=timeout)
+
+    @property
+    def systemctl_log(self) -> Path:
+        """dpkg mode: every call maintainer scripts made to systemctl, one line each."""
+        return self.logdir / "systemctl.log"
+
+    def run_machine_net(
+        self, cmd: Command, *, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """`cmd` in the lab's mount namespace (its overlays) but the machine's network
+        namespace: apt-get fetching from the machine's mirror into the lab. Nothing run this
+        way may change network state, which would be the machine's."""
+        argv = ["nsenter", "-t", str(self.host.pid), "-m", "--", *argv_of(cmd)]
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise LabError(f"[machine net] timed out after {timeout}s: {cmd}") from exc
+        if check and res.returncode != 0:
+            raise LabError(
+                f"[machine net] exit {res.returncode}: {cmd}\n"
+                f"stdout: {res.stdout.strip()}\nstderr: {res.stderr.strip()}"
+            )
+        return res
+
+    def overlay_changes(self) -> dict[str, str]:
+        """What was written inside the overlays (not the tmpfs directories), as lab paths:
+        "dir", "file", "symlink" or "deleted" (a whiteout: the machine's file hidden)."""
+        found: dict[str, str] = {}
+        overlays = DPKG_OVERLAY_DIRS if self.options.dpkg else OVERLAY_DIRS
+        for i, d in enumerate(overlays):
+            upper = self.path(f"/run/lab/ov{i}/upper")
+            if not upper.is_dir():
+                continue
+            for p in upper.rglob("*"):
+                st = p.lstat()
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    kind = "deleted"
+                elif p.is_symlink():
+                    kind = "symlink"
+                else:
+                    kind = "dir" if p.is_dir() else "file"
+                found[f"{d}/{p.relative_to(upper)}"] = kind
+        return found
 
     def compose(self, file: Path, *args: str, project: str = "lab") -> str:
         res = self.run(

@@ -213,8 +213,10 @@ class DBusNetworkd:
         signature: str,
         body: Sequence[Any],
         reply_signature: str,
+        *,
+        auto_start: bool = True,
     ) -> list[Any]:
-        from dbus_next.constants import MessageType
+        from dbus_next.constants import MessageFlag, MessageType
         from dbus_next.message import Message
 
         bus = self._connection()
@@ -225,6 +227,7 @@ class DBusNetworkd:
             member=member,
             signature=signature,
             body=list(body),
+            flags=MessageFlag.NONE if auto_start else MessageFlag.NO_AUTOSTART,
         )
         reply = self._run(bus.call(msg), f"calling {member} of {destination}")
         if reply is None:  # only for NO_REPLY_EXPECTED calls, which v6gen never makes
@@ -274,6 +277,9 @@ class DBusNetworkd:
                 "ss",
                 [SYSTEMD1_MANAGER, "Version"],
                 "v",
+                # Where systemd is not PID 1 (containers, the lab) the bus would try to activate
+                # it and log a failure on every run; the networkctl fallback answers instead.
+                auto_start=False,
             )
             version = _leading_int(str(getattr(value, "value", value)))
             if version is not None:
