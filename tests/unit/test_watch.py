@@ -162,3 +162,25 @@ def test_notifier_sends_ready_to_the_socket(
     n.send(ready="1", status="following Docker events")
     assert server.recv(100) == b"READY=1\nSTATUS=following Docker events"
     server.close()
+
+
+def test_ready_even_while_docker_is_down(tmp_path: Path) -> None:
+    """A unit that never became ready would hold up boot and be restarted in a loop."""
+    path = str(tmp_path / "notify")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(5)
+    h = Harness(fail_subscribes=2)
+    h.watcher = Watcher(h.subscribe, h.resync, h.logs.append, Notifier(path), timing=FAST)
+    thread = threading.Thread(target=h.watcher.run, daemon=True)
+    thread.start()
+    try:
+        first = server.recv(200)
+        assert first.startswith(b"READY=1\nSTATUS=waiting for Docker: connection refused")
+        h.wait_syncs(1)
+        messages = [server.recv(200) for _ in range(2)]
+        assert messages[-1] == b"READY=1\nSTATUS=following Docker events"
+    finally:
+        h.watcher.stop()
+        thread.join(timeout=5)
+        server.close()
