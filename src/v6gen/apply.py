@@ -3,7 +3,9 @@ and in the kernel, then change exactly the difference."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,16 +198,7 @@ def _sysctls(
     return changed, new_saved
 
 
-def execute(
-    changes: Changes, paths: Paths, kernel: Kernel, networkd: Networkd, *, live: bool
-) -> Result:
-    result = Result(changes)
-    if live and changes.state != changes.old_state:
-        # Claim new entries before adding them, so a crash in between can't orphan one.
-        claimed = state_mod.State(
-            changes.old_state.owned | changes.add, changes.state.saved_proxy_delay
-        )
-        state_mod.save(paths.state_file, claimed)
+def _change_files(changes: Changes, paths: Paths) -> None:
     for path, (_, content) in sorted(changes.write.items()):
         try:
             fsutil.write_atomic(path, content)
@@ -229,6 +222,35 @@ def execute(
                 f"cannot install the networkd-dispatcher hook: {exc.strerror}",
                 "check /etc/networkd-dispatcher; set install_hooks: false to manage hooks yourself",
             ) from None
+
+
+def execute(
+    changes: Changes, paths: Paths, kernel: Kernel, networkd: Networkd, *, live: bool
+) -> Result:
+    result = Result(changes)
+    claim = live and changes.state != changes.old_state
+    had_state = os.path.lexists(paths.state_file)
+    if claim:
+        # Claim new entries before anything can put them into the kernel (the restore file,
+        # which the dispatcher hook replays, or the kernel change), so a crash can't orphan one;
+        # and keep every proxy_delay to put back until it has been put back.
+        claimed = state_mod.State(
+            changes.old_state.owned | changes.add,
+            {**changes.state.saved_proxy_delay, **changes.old_state.saved_proxy_delay},
+        )
+        state_mod.save(paths.state_file, claimed)
+    try:
+        _change_files(changes, paths)
+    except ApplyError:
+        if claim:
+            # Nothing reached the kernel: take the claim back, so that a failed write (a full
+            # or read-only /etc) leaves the state as it was. Best effort: it may fail the same way.
+            with contextlib.suppress(ApplyError, OSError):
+                if had_state:
+                    state_mod.save(paths.state_file, changes.old_state)
+                else:
+                    paths.state_file.unlink()
+        raise
     if not live:
         return result
     for key, value in sorted(changes.sysctls.items()):

@@ -9,8 +9,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from v6gen import validate
 from v6gen.config import Config
-from v6gen.errors import NetworkdError
+from v6gen.errors import DockerError, NetworkdError
 from v6gen.model import Endpoint, HostFacts, LinkFacts
 from v6gen.paths import NETWORK_DIRS, OWNED_NAME, Paths
 from v6gen.ports import Kernel, Networkd
@@ -25,6 +26,20 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _object(value: Any, what: str, container: str) -> Mapping[str, Any]:
+    """A JSON object of Docker's answer ({} for null). Anything else means the answer is not
+    what dockerd writes: DockerError, so that nothing is changed on the strength of it."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DockerError(
+            f"Docker's container list is malformed: {what} of {validate.display(container)} "
+            f"is a {type(value).__name__}, not an object",
+            "is something other than dockerd answering on docker_host?",
+        )
+    return value
+
+
 def endpoints_from_list(containers: Iterable[Mapping[str, Any]]) -> list[Endpoint]:
     """Endpoints from the body of GET /containers/json, which already carries every network's
     GlobalIPv6Address: no per-container inspect is needed."""
@@ -32,13 +47,15 @@ def endpoints_from_list(containers: Iterable[Mapping[str, Any]]) -> list[Endpoin
     for c in containers:
         if c.get("State", "running") != "running":
             continue
-        labels = c.get("Labels") or {}
         names = c.get("Names") or []
         cid = str(c.get("Id", ""))
         name = names[0].lstrip("/") if names and isinstance(names[0], str) else cid[:12]
-        networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        labels = _object(c.get("Labels"), "Labels", name)
+        settings = _object(c.get("NetworkSettings"), "NetworkSettings", name)
+        networks = _object(settings.get("Networks"), "NetworkSettings.Networks", name)
         for net_name, net in networks.items():
-            address = (net or {}).get("GlobalIPv6Address")
+            what = f"network {validate.display(str(net_name))}"
+            address = _object(net, what, name).get("GlobalIPv6Address")
             if not isinstance(address, str) or not address:
                 continue
             found.append(

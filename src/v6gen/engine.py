@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
 
-from v6gen import apply, discover, render, validate
+from v6gen import apply, discover, fsutil, hooks, render, validate
 from v6gen.config import Config
 from v6gen.errors import ExitCode
 from v6gen.model import Endpoint, HostFacts, Plan
@@ -51,8 +51,31 @@ def _facts(ctx: Context) -> tuple[HostFacts, list[str]]:
     return discover.gather_host(ctx.config, ctx.paths, ctx.adapters.kernel, ctx.adapters.networkd)
 
 
+def _shared_files_plan(plan: Plan, paths: Paths) -> Plan:
+    """The plan as render() needs it. An uplink that failed this time keeps what it had in the
+    files all uplinks share (sysctl.d, networkd.conf.d); one that never had anything (no restore
+    file of ours) must not gain anything there, or a container label naming an unmanaged uplink
+    would change the host's configuration."""
+    owned = discover.owned_files(paths)
+    kept = tuple(f for f in plan.failed if paths.restore_file(f.uplink) in owned)
+    return plan if kept == plan.failed else replace(plan, failed=kept)
+
+
+def _sweep_temps(paths: Paths) -> None:
+    """Temp files of writes a kill interrupted, in every directory v6gen writes to. The next
+    run may have nothing else to do (a kill during the last state save), so this is not left
+    to the next write of the same file."""
+    dirs = [*paths.etc_network.glob("*.network.d"), paths.networkd_conf_dropin.parent]
+    dirs += [paths.sysctl_dropin.parent, paths.state_dir, paths.restore_dir]
+    dirs += [hook.parent for hook in hooks.local_hooks(paths)]
+    for directory in dirs:
+        fsutil.sweep(directory)
+
+
 def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Outcome:
-    wanted = render.render(plan, ctx.paths)
+    if not dry_run:  # only runs that change things hold the lock
+        _sweep_temps(ctx.paths)
+    wanted = render.render(_shared_files_plan(plan, ctx.paths), ctx.paths)
     changes, more = apply.compute(
         plan,
         wanted,
@@ -62,7 +85,10 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
         install_hooks=ctx.config.install_hooks,
     )
     outcome = Outcome(plan, changes, dry_run, warnings=[*warnings, *plan.warnings, *more])
-    if not dry_run and not changes.empty:
+    # A state that differs with nothing else to do is saved too: claims left by a sync killed
+    # after its kernel change must go, and a damaged or untrusted state file must be replaced
+    # now, not at the next unrelated change.
+    if not dry_run and (not changes.empty or changes.state != changes.old_state):
         k = ctx.adapters
         outcome.result = apply.execute(changes, ctx.paths, k.kernel, k.networkd, live=ctx.live)
         outcome.warnings += outcome.result.warnings

@@ -17,9 +17,27 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+TMP_SUFFIX = ".v6gen-tmp"
+
+
+def sweep(directory: Path) -> None:
+    """Remove the temp files that writes killed before their rename left in directory (SIGKILL
+    can't be cleaned up after). Only v6gen makes these names; call this only while holding the
+    lock, so that none of them is in use. A stale, complete copy of the dispatcher hook would
+    otherwise stay runnable next to the real one (networkd-dispatcher runs every 0755 file)."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX):
+            with contextlib.suppress(OSError):  # best effort: gone meanwhile, read-only, ...
+                Path(entry.path).unlink()
+
+
 def write_atomic(path: Path, data: str, mode: int = 0o644) -> None:
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".v6gen-tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(data)

@@ -10,13 +10,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from v6gen.errors import LockedError
+from v6gen.errors import ApplyError, LockedError
 
 
 @contextmanager
 def held(path: Path, timeout: float = 60.0) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ApplyError(
+            f"cannot open the lock file {path}: {exc.strerror}",
+            "sync, clean and watch change the host's network configuration: run them as root",
+        ) from None
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -56,11 +56,23 @@ def _parse(text: str) -> State:
     return State(frozenset(owned), saved)
 
 
+def _trusted(st: os.stat_result) -> bool:
+    """A regular file (not a symlink) of this user's that nobody else may write."""
+    return stat.S_ISREG(st.st_mode) and not st.st_mode & 0o022 and st.st_uid == os.geteuid()
+
+
 def _restore_file_entries(directory: Path) -> frozenset[ProxyKey]:
-    """Fallback ownership record: the restore files list exactly what v6gen put in the kernel."""
+    """Fallback ownership record: the restore files list exactly what v6gen put in the kernel.
+    Only files as trustworthy as the state itself would have to be count."""
     found: set[ProxyKey] = set()
     for path in directory.glob("*.proxy"):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if not _trusted(path.lstat()):
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) == 6 and parts[:3] == ["neigh", "replace", "proxy"] and parts[4] == "dev":
                 with_addr, _ = validate.parse_address(parts[3])
@@ -79,7 +91,7 @@ def load(path: Path, restore_dir: Path) -> tuple[State, list[str]]:
         return State(), []
     except (OSError, UnicodeDecodeError) as exc:
         return State(_restore_file_entries(restore_dir)), [f"cannot read {path}: {exc}"]
-    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022 or st.st_uid != os.geteuid():
+    if not _trusted(st):
         return State(_restore_file_entries(restore_dir)), [
             f"ignoring {path}: not a regular file owned by this user and writable only by it"
         ]
@@ -93,7 +105,11 @@ def save(path: Path, state: State) -> None:
     try:
         fsutil.write_atomic(path, state.to_json(), mode=0o644)
     except OSError as exc:
-        raise ApplyError(f"cannot write {path}: {exc.strerror}", "v6gen needs root") from None
+        raise ApplyError(
+            f"cannot write {path}: {exc.strerror}",
+            "v6gen keeps its state there: check that it is a writable regular file on a file "
+            "system that is not full",
+        ) from None
 
 
 def addresses(owned: frozenset[ProxyKey], uplink: str) -> list[IPv6Address]:
