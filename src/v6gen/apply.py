@@ -41,12 +41,22 @@ class Changes:
     old_state: state_mod.State
     hook_paths: tuple[Path, ...] = ()  # networkd-dispatcher hook files to install or remove
     install_hooks: bool = False
+    reload_owed: bool = False  # an earlier run's networkd reload never happened
 
     @property
     def empty(self) -> bool:
         return not (
-            self.write or self.remove or self.add or self.delete or self.sysctls or self.hook_paths
+            self.write
+            or self.remove
+            or self.add
+            or self.delete
+            or self.sysctls
+            or self.hook_paths
+            or self.reload_owed
         )
+
+    def needs_reload(self, paths: Paths) -> bool:
+        return self.reload_owed or self.networkd_files_changed(paths)
 
     def networkd_files_changed(self, paths: Paths) -> bool:
         """Only .network drop-ins and networkd.conf.d need a reload; restore data and sysctl.d
@@ -79,6 +89,7 @@ class Result:
     changes: Changes
     reloaded: bool = False
     reload_error: str | None = None
+    reload_deferred: bool = False  # left to the caller (watch), the marker says it is owed
     warnings: list[str] = field(default_factory=list)
 
 
@@ -167,6 +178,7 @@ def compute(
         old_state,
         hook_paths,
         want_hooks,
+        reload_owed=paths.reload_marker.exists(),
     )
     return changes, warnings
 
@@ -225,7 +237,13 @@ def _change_files(changes: Changes, paths: Paths) -> None:
 
 
 def execute(
-    changes: Changes, paths: Paths, kernel: Kernel, networkd: Networkd, *, live: bool
+    changes: Changes,
+    paths: Paths,
+    kernel: Kernel,
+    networkd: Networkd,
+    *,
+    live: bool,
+    defer_reload: bool = False,
 ) -> Result:
     result = Result(changes)
     claim = live and changes.state != changes.old_state
@@ -258,11 +276,27 @@ def execute(
     kernel.change_proxy(changes.add, changes.delete)
     if changes.state != changes.old_state:
         state_mod.save(paths.state_file, changes.state)
-    if changes.networkd_files_changed(paths):
-        try:
-            detour = networkd.reload()
-            result.reloaded = True
-            result.warnings += [detour] if detour else []
-        except NetworkdError as exc:
-            result.reload_error = exc.message
+    if changes.needs_reload(paths):
+        # Owed from now until networkd has reloaded, whatever stops this run first.
+        fsutil.write_atomic(paths.reload_marker, "")
+        if defer_reload:
+            result.reload_deferred = True
+            return result
+        result.warnings += reload(paths, networkd, result)
     return result
+
+
+def reload(paths: Paths, networkd: Networkd, result: Result | None = None) -> list[str]:
+    """Reload networkd and clear the owed-reload marker; warnings about a detour. A failure is
+    recorded in result (or raised without one) and leaves the marker for the next run."""
+    try:
+        detour = networkd.reload()
+    except NetworkdError as exc:
+        if result is None:
+            raise
+        result.reload_error = exc.message
+        return []
+    paths.reload_marker.unlink(missing_ok=True)
+    if result is not None:
+        result.reloaded = True
+    return [detour] if detour else []

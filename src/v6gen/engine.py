@@ -28,6 +28,7 @@ class Context:
     paths: Paths
     adapters: Adapters
     live: bool  # False with --root: files only, the running kernel and networkd are left alone
+    defer_reload: bool = False  # watch: it reloads networkd itself once a burst has settled
 
 
 @dataclass
@@ -90,7 +91,9 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
     # now, not at the next unrelated change.
     if not dry_run and (not changes.empty or changes.state != changes.old_state):
         k = ctx.adapters
-        outcome.result = apply.execute(changes, ctx.paths, k.kernel, k.networkd, live=ctx.live)
+        outcome.result = apply.execute(
+            changes, ctx.paths, k.kernel, k.networkd, live=ctx.live, defer_reload=ctx.defer_reload
+        )
         outcome.warnings += outcome.result.warnings
     return outcome
 

@@ -83,6 +83,12 @@ class Paths:
         return self.root / "run/v6gen/lock"
 
     @property
+    def reload_marker(self) -> Path:
+        """Exists while networkd owes a reload for files v6gen wrote: a run that failed to
+        reload, was killed before it could, or (watch) put it off leaves it for the next."""
+        return self.root / "run/v6gen/reload-owed"
+
+    @property
     def netif_links(self) -> Path:
         return self.root / "run/systemd/netif/links"
 

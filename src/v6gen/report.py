@@ -27,6 +27,8 @@ def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
     verb = "install" if c.install_hooks else "remove "
     lines += [f"{would}{verb} {paths.host_path(p)}" for p in sorted(c.hook_paths)]
     lines += [f"{would}set    {k.replace('/', '.')}={v}" for k, v in sorted(c.sysctls.items())]
+    if c.reload_owed and outcome.dry_run:
+        lines.append("would reload systemd-networkd (an earlier run could not)")
     if outcome.result is not None and outcome.result.reloaded:
         lines.append("reloaded systemd-networkd")
     if outcome.dry_run and (diff := c.diff(paths)):
@@ -81,6 +83,7 @@ def to_json(outcome: Outcome, paths: Paths) -> dict[str, Any]:
         "files_removed": sorted(str(paths.host_path(p)) for p in c.remove),
         "hooks_changed": sorted(str(paths.host_path(p)) for p in c.hook_paths),
         "sysctls": dict(sorted(c.sysctls.items())),
+        "reload_owed": c.reload_owed,
         "reloaded": bool(r and r.reloaded),
         "reload_error": r.reload_error if r else None,
         "skipped": [vars(s) for s in plan.skipped],

@@ -12,7 +12,6 @@ forces a resync; SIGTERM and SIGINT end it cleanly, after any owed reload.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import signal
 import threading
@@ -22,9 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from v6gen.errors import DockerError, V6genError
-from v6gen.model import NetworkdLink
 from v6gen.notify import Notifier
-from v6gen.ports import Networkd
 
 
 class EventStream(Protocol):
@@ -245,33 +242,14 @@ class Watcher:
             return
 
 
-class _OwedReload:
-    """The Networkd port for watch's syncs: the real adapter, except that reload() only notes
-    that one is owed; the Watcher does it once the burst has settled."""
-
-    def __init__(self, networkd: Networkd) -> None:
-        self._networkd = networkd
-        self.owed = False
-
-    def link(self, name: str) -> NetworkdLink | None:
-        return self._networkd.link(name)
-
-    def systemd_version(self) -> int | None:
-        return self._networkd.systemd_version()
-
-    def reload(self) -> str | None:
-        self.owed = True
-        return None
-
-
 def serve(
     config_path: Any, timing: Timing, log: Callable[[str], None], report: Callable[[Any, Any], None]
 ) -> None:
     """Wire the real adapters to a Watcher and run it until SIGTERM/SIGINT."""
     from pathlib import Path
 
+    from v6gen import apply, engine, lock
     from v6gen import config as config_mod
-    from v6gen import engine, lock
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
@@ -283,9 +261,6 @@ def serve(
     current = config_mod.load(source, explicit=config_path is not None)
     docker = DockerAPI(current.docker_host, current.docker_timeout)
     kernel = IpKernel()
-    # An owed reload outlives a watch that was killed before doing it: the next one does it
-    # first, since its own sync finds the files already written and owes none.
-    owed_mark = paths.lock_file.parent / "reload-owed"
 
     def resync(reason: str) -> bool:
         nonlocal current
@@ -295,27 +270,21 @@ def serve(
                 current = config_mod.load(source, explicit=config_path is not None)
             except ConfigError as exc:
                 log(f"config not reloaded, keeping the previous one: {exc.message}")
-        # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile.
-        with DBusNetworkd(paths) as real:
-            networkd = _OwedReload(real)
-            ctx = engine.Context(current, paths, engine.Adapters(docker, networkd, kernel), True)
+        # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
+        # reload is left to the Watcher (the marker keeps it owed even if watch is killed).
+        with DBusNetworkd(paths) as networkd:
+            adapters = engine.Adapters(docker, networkd, kernel)
+            ctx = engine.Context(current, paths, adapters, live=True, defer_reload=True)
             with lock.held(paths.lock_file):
                 outcome = engine.sync(ctx)
-        if networkd.owed:
-            with contextlib.suppress(OSError):
-                owed_mark.touch()
-            if outcome.result is not None:
-                outcome.result.reloaded = False  # not yet: the Watcher calls reload() for it
         report(outcome, ctx)
-        return networkd.owed or (reason == "start" and owed_mark.exists())
+        return outcome.result is not None and outcome.result.reload_deferred
 
     def reload() -> None:
         with DBusNetworkd(paths) as networkd:
-            detour = networkd.reload()
-        with contextlib.suppress(OSError):
-            owed_mark.unlink(missing_ok=True)
+            detours = apply.reload(paths, networkd)
         log("reloaded systemd-networkd")
-        if detour:
+        for detour in detours:
             log(f"warning: {detour}")
 
     watcher = Watcher(docker.events, resync, log, Notifier(), timing, reload)

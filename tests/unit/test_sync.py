@@ -218,3 +218,27 @@ def test_packaged_hooks_mean_none_under_etc(host: Host) -> None:
     host.docker.items = [ep()]
     engine.sync(host.ctx())
     assert not (host.root / "etc/networkd-dispatcher").exists()
+
+
+def test_a_failed_reload_stays_owed_until_a_later_run_does_it(host: Host) -> None:
+    host.networkd.reload_error = NetworkdError("no bus", "start dbus")
+    host.docker.items = [ep()]
+    assert engine.sync(host.ctx()).exit_code == ExitCode.RELOAD_PENDING
+    assert host.paths.reload_marker.exists()
+    # Nothing else to do, yet not up to date: networkd never saw the drop-in.
+    pending = engine.sync(host.ctx(), dry_run=True)
+    assert not pending.changes.empty and pending.changes.reload_owed
+    host.networkd.reload_error = None
+    out = engine.sync(host.ctx())
+    assert out.exit_code == ExitCode.OK and host.networkd.reloads == 1
+    assert not host.paths.reload_marker.exists()
+    assert engine.sync(host.ctx()).changes.empty
+
+
+def test_deferred_reload_is_left_to_the_caller(host: Host) -> None:
+    from dataclasses import replace
+
+    host.docker.items = [ep()]
+    out = engine.sync(replace(host.ctx(), defer_reload=True))
+    assert out.result is not None and out.result.reload_deferred
+    assert host.networkd.reloads == 0 and host.paths.reload_marker.exists()
