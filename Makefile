@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests $(wildcard bench)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict src tests
+	$(VENV)/bin/mypy --strict src tests $(wildcard bench)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
