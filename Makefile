@@ -35,9 +35,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard bench)
 	$(VENV)/bin/ruff format --check src tests $(wildcard bench)
 
+# bench/ imports the lab as tests.lab.*: checked on its own so module names don't clash.
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src tests
-	# bench/ imports the lab as tests.lab.*: checked on its own so module names don't clash.
 	$(if $(wildcard bench),$(VENV)/bin/mypy --strict bench)
 
 unit: $(STAMP)
