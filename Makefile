@@ -60,6 +60,7 @@ lab-installed:
 
 test: deps $(STAMP) lint typecheck
 	$(PY) -m pytest -q tests
+	debian/tests/run-system-python -q
 
 bench: $(STAMP) deps
 	$(PY) -m bench
