@@ -95,13 +95,25 @@ ROOT_HELP = (
 )
 
 
-def _run_locked(ctx: Context, func: Callable[..., Outcome], dry_run: bool) -> Outcome:
-    if dry_run:
-        return func(ctx, dry_run=True)
+def _change(
+    action: str, config: Path | None, root: Path, *, dry_run: bool, as_json: bool
+) -> NoReturn:
+    """sync and clean: run engine.<action> (under the lock unless it is a dry run), report, exit."""
+    from v6gen import engine
     from v6gen.lock import held
 
-    with held(ctx.paths.lock_file):
-        return func(ctx, dry_run=False)
+    func: Callable[..., Outcome] = getattr(engine, action)
+    try:
+        ctx = _context(config, root)
+        if dry_run:
+            outcome = func(ctx, dry_run=True)
+        else:
+            with held(ctx.paths.lock_file):
+                outcome = func(ctx, dry_run=False)
+    except Exception as exc:
+        _fail(exc)
+    _emit(outcome, ctx, as_json)
+    raise typer.Exit(int(outcome.exit_code))
 
 
 @app.command()
@@ -124,15 +136,7 @@ def sync(
     adds and removes kernel proxy entries at once, and reloads networkd only when a file changed.
     """
     _common(verbose, debug)
-    from v6gen import engine
-
-    try:
-        ctx = _context(config, root)
-        outcome = _run_locked(ctx, engine.sync, dry_run)
-    except Exception as exc:
-        _fail(exc)
-    _emit(outcome, ctx, as_json)
-    raise typer.Exit(int(outcome.exit_code))
+    _change("sync", config, root, dry_run=dry_run, as_json=as_json)
 
 
 @app.command()
@@ -205,15 +209,7 @@ def clean(
     Files and entries that v6gen did not make are never touched.
     """
     _common(False, debug)
-    from v6gen import engine
-
-    try:
-        ctx = _context(config, root)
-        outcome = _run_locked(ctx, engine.clean, dry_run)
-    except Exception as exc:
-        _fail(exc)
-    _emit(outcome, ctx, as_json)
-    raise typer.Exit(int(outcome.exit_code))
+    _change("clean", config, root, dry_run=dry_run, as_json=as_json)
 
 
 @app.command()
