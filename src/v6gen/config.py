@@ -95,10 +95,17 @@ def _check(key: str, value: Any) -> Any:
 def _check_ifname(name: str) -> None:
     reason = validate.interface_name(name)
     if reason:
-        raise ConfigError(f"interface name {name!r} {reason}", EXAMPLE_HINT)
+        raise ConfigError(f"interface name {name!r} is invalid: {reason}", EXAMPLE_HINT)
 
 
 KEYS = tuple(Config.__dataclass_fields__)
+
+
+def _yaml_problem(exc: Any) -> str:
+    """PyYAML splits its sentence into context ("expected a single document in the stream")
+    and problem ("but found another document"); either alone reads as half a sentence."""
+    problem = exc.problem or str(exc)
+    return f"{exc.context}, {problem}" if exc.context and problem.startswith("but ") else problem
 
 
 def parse(text: str, source: str) -> Config:
@@ -120,7 +127,7 @@ def _parse_nodes(loader: Any, source: str) -> Config:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}" if mark else source
         raise ConfigError(
-            f"{where}: malformed YAML: {exc.problem or exc}", "check indentation and quoting"
+            f"{where}: malformed YAML: {_yaml_problem(exc)}", "check indentation and quoting"
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: malformed YAML: {exc}", "check the file's syntax") from None
@@ -138,7 +145,7 @@ def _parse_nodes(loader: Any, source: str) -> Config:
         if not isinstance(key, str) or key not in KEYS:
             near = difflib.get_close_matches(str(key), KEYS, n=1)
             hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(KEYS)}"
-            raise ConfigError(f"{source}:{line}: unknown key '{key}'", hint)
+            raise ConfigError(f"{source}:{line}: unknown key {str(key)!r}", hint)
         if key in loader_values:
             raise ConfigError(f"{source}:{line}: '{key}' is given twice", "keep one of them")
         try:

@@ -44,7 +44,11 @@ def parse_address(value: str) -> tuple[IPv6Address | None, str]:
         ("site-local (deprecated)", addr.is_site_local),
     ):
         if flag:
-            return None, f"is a {kind} address; only global unicast addresses can be proxied"
+            article = "an" if kind[0] in "aeiou" else "a"
+            return (
+                None,
+                f"is {article} {kind} address; only global unicast addresses can be proxied",
+            )
     if not any(addr in net for net in PROXYABLE):
         return None, "is outside global unicast (2000::/3) and unique local (fc00::/7) space"
     return addr, ""

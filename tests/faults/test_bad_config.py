@@ -44,7 +44,8 @@ BAD = [
     ),
     Bad(
         "two-documents", b"uplinks: [uplink0]\n---\nproxy_delay: 0\n",
-        ":2: malformed YAML: but found another document", YAML,
+        ":2: malformed YAML: expected a single document in the stream, but found another document",
+        YAML,
     ),
     Bad(
         "unknown-key", b"uplinks: [uplink0]\nproxy_delay: 0\nproxy_dealy: 0\n",
@@ -68,18 +69,18 @@ BAD = [
     Bad("uplinks-numbers", b"uplinks: [1]\n", ":1: 'uplinks' must be a list of strings", TYPES),
     Bad(
         "uplink-name-injection", b'uplinks: ["up0\\n[Network]"]\n',
-        ":1: interface name 'up0\\n[Network]' must be 1-15 of A-Z a-z 0-9 _ . + - and start "
-        "with a letter or digit",
+        ":1: interface name 'up0\\n[Network]' is invalid: must be 1-15 of A-Z a-z 0-9 _ . + - "
+        "and start with a letter or digit",
         TYPES,
     ),
     Bad(
         "uplink-name-too-long", b"uplinks: [uplink0123456789]\n",
-        ":1: interface name 'uplink0123456789' longer than 15 characters", TYPES,
+        ":1: interface name 'uplink0123456789' is invalid: longer than 15 characters", TYPES,
     ),
     Bad(
         "network-uplink-space", b"proxy_delay: 0\nnetwork_uplinks: {app_net: 'eth0 '}\n",
-        ":2: interface name 'eth0 ' must be 1-15 of A-Z a-z 0-9 _ . + - and start with a "
-        "letter or digit",
+        ":2: interface name 'eth0 ' is invalid: must be 1-15 of A-Z a-z 0-9 _ . + - and start "
+        "with a letter or digit",
         TYPES,
     ),
     Bad(

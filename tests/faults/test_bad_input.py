@@ -80,7 +80,7 @@ REJECTED = [
     Rejected(
         "unspecified",
         [container("bad", "::")],
-        skipped("::", "bad", f"address is a unspecified address; {GLOBAL_ONLY}"),
+        skipped("::", "bad", f"address is an unspecified address; {GLOBAL_ONLY}"),
     ),
     Rejected(
         "ipv4-mapped",
