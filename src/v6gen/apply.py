@@ -210,7 +210,21 @@ def _sysctls(
     return changed, new_saved
 
 
+def _writable_or_fail(changes: Changes, paths: Paths) -> None:
+    """Refuse before the first change when a directory can't be written (a read-only mount),
+    so a sync or clean is not left half done. A full disk can only show itself on writing."""
+    for path in sorted({*changes.write, *changes.remove, *changes.hook_paths}):
+        existing = next(p for p in path.parents if p.exists())
+        if not os.access(existing, os.W_OK):
+            raise ApplyError(
+                f"cannot write {paths.host_path(path)}: {paths.host_path(existing)} is not "
+                "writable",
+                "is the file system mounted read-only? nothing was changed",
+            )
+
+
 def _change_files(changes: Changes, paths: Paths) -> None:
+    _writable_or_fail(changes, paths)
     for path, (_, content) in sorted(changes.write.items()):
         try:
             fsutil.write_atomic(path, content)
