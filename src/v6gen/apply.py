@@ -223,11 +223,12 @@ def _writable_or_fail(changes: Changes, paths: Paths) -> None:
             )
 
 
-def _change_files(changes: Changes, paths: Paths) -> None:
+def _change_files(changes: Changes, paths: Paths, written: list[Path]) -> None:
     _writable_or_fail(changes, paths)
     for path, (_, content) in sorted(changes.write.items()):
         try:
             fsutil.write_atomic(path, content)
+            written.append(path)
         except OSError as exc:
             raise ApplyError(
                 f"cannot write {paths.host_path(path)}: {exc.strerror}",
@@ -271,12 +272,19 @@ def execute(
             {**changes.state.saved_proxy_delay, **changes.old_state.saved_proxy_delay},
         )
         state_mod.save(paths.state_file, claimed)
+    if live and changes.networkd_files_changed(paths):
+        # Owed before the first networkd file changes: whatever stops this run after that
+        # (a failing `ip`, a crash), the next run still reloads.
+        fsutil.write_atomic(paths.reload_marker, "")
+    written: list[Path] = []
     try:
-        _change_files(changes, paths)
+        _change_files(changes, paths, written)
     except ApplyError:
-        if claim:
-            # Nothing reached the kernel: take the claim back, so that a failed write (a full
-            # or read-only /etc) leaves the state as it was. Best effort: it may fail the same way.
+        if claim and not written:
+            # Nothing reached the disk or the kernel: take the claim back, so a failed first
+            # write (a full /etc) leaves the state as it was. Once a restore file may have been
+            # written the hook can replay it, so the claim (harmless: those entries were not
+            # in the kernel) stays. Best effort: it may fail the same way.
             with contextlib.suppress(ApplyError, OSError):
                 if had_state:
                     state_mod.save(paths.state_file, changes.old_state)

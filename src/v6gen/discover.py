@@ -45,7 +45,8 @@ def endpoints_from_list(containers: Iterable[Mapping[str, Any]]) -> list[Endpoin
     GlobalIPv6Address: no per-container inspect is needed."""
     found: list[Endpoint] = []
     for c in containers:
-        if c.get("State", "running") != "running":
+        # A paused container keeps its address and comes back without a start event.
+        if c.get("State", "running") not in ("running", "paused"):
             continue
         names = c.get("Names") or []
         cid = str(c.get("Id", ""))
@@ -159,7 +160,8 @@ def gather_host(
             version = networkd.systemd_version()
         except NetworkdError:
             version = None
-    return HostFacts(default, links, version), warnings
+    before = frozenset(p.stem for p in paths.restore_dir.glob("*.proxy"))
+    return HostFacts(default, links, version, before), warnings
 
 
 def owned_dropin_uplink(text: str) -> str | None:

@@ -83,6 +83,9 @@ class HostFacts:
     default_uplink: str | None
     links: Mapping[str, LinkFacts]
     systemd_version: int | None
+    # Uplinks with v6gen restore data from an earlier sync: what a passing loss of the default
+    # route must not tear down.
+    managed_before: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,15 @@ def _usable(link: LinkFacts | None, name: str) -> LinkFacts | UplinkFailure:
             f"give it a .network file (or name one in network_files) and check "
             f"`networkctl status {name}`",
         )
+    if not link.prefixes:
+        # Addresses and routes go while a link is down: a sync in that window must keep what
+        # the uplink had, not conclude that no container is on-link any more.
+        return UplinkFailure(
+            name,
+            f"uplink {name} has no global IPv6 address right now; kept as it was",
+            f"is {name} down? `ip -6 addr show dev {name}`; the next sync after it is back "
+            "updates it",
+        )
     return link
 
 
@@ -122,6 +131,18 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
             continue
         uplink, reason = _choose_uplink(ep, config, default, allowed)
         if uplink is None:
+            if default is None:
+                # The default route is gone (link down?), not the containers: keep every uplink
+                # v6gen already manages as it is.
+                for name in facts.managed_before:
+                    failures.setdefault(
+                        name,
+                        UplinkFailure(
+                            name,
+                            f"no IPv6 default route right now; uplink {name} kept as it was",
+                            "check `ip -6 route show default`, or set 'uplinks' in the config",
+                        ),
+                    )
             skip(ep, reason)
             continue
         link = _usable(facts.links.get(uplink), uplink)

@@ -102,20 +102,27 @@ class Watcher:
                 delay = min(delay * 2, self._timing.backoff_max)
                 reason = "reconnect"
                 continue
-            delay = self._timing.backoff_min
             self._generation += 1
             reader = threading.Thread(
                 target=self._read, args=(stream, self._generation), daemon=True
             )
             reader.start()
+            synced = False
             try:
                 # Subscribed first, synced second: nothing that starts in between is missed.
-                if self._sync(reason):
+                synced = self._sync(reason)
+                if synced:
+                    delay = self._timing.backoff_min
                     self._follow()
             finally:
                 stream.close()
                 reader.join(timeout=2)
             self._flush()  # networkd needs no Docker: don't keep it waiting for a reconnect
+            if not synced:
+                # Subscribing works but listing fails (a 500, a malformed answer): back off too,
+                # or this loop would hammer dockerd thousands of times a second.
+                self._sleep(delay)
+                delay = min(delay * 2, self._timing.backoff_max)
             reason = "reconnect"
         self._notifier.send(stopping="1", status="stopping")
 
@@ -239,7 +246,10 @@ class Watcher:
                 continue
             if kind == _STOP:
                 self._queue.put((kind, payload, -1))
-            return
+                return
+            if kind == _HUP:
+                return
+            # Events or the end of the stream just given up: no reason to retry early.
 
 
 def serve(

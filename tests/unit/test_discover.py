@@ -115,3 +115,8 @@ def test_accept_ra_found_in_main_file_or_foreign_dropin(tmp_path: Path) -> None:
     assert accept_ra_configured(paths, nf)
     foreign.write_text("[IPv6AcceptRA]\nUseDNS=no\n")  # a section of that name is not the key
     assert not accept_ra_configured(paths, nf)
+
+
+def test_paused_containers_keep_their_addresses() -> None:
+    paused = [dict(c, State="paused") for c in load("seed_running.json")]
+    assert [e.address for e in endpoints_from_list(paused)] == ["2001:db8::a:71a5"]

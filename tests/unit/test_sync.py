@@ -242,3 +242,39 @@ def test_deferred_reload_is_left_to_the_caller(host: Host) -> None:
     out = engine.sync(replace(host.ctx(), defer_reload=True))
     assert out.result is not None and out.result.reload_deferred
     assert host.networkd.reloads == 0 and host.paths.reload_marker.exists()
+
+
+def test_losing_the_default_route_keeps_everything(host: Host) -> None:
+    """A sync while the uplink is down (routes gone) must not tear down its proxying."""
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    before, kernel_before = host.snapshot(), set(host.kernel.proxy)
+    host.kernel.routes = []
+    out = engine.sync(host.ctx())
+    assert out.exit_code == ExitCode.UPLINK
+    assert "no IPv6 default route right now" in out.plan.failed[0].message
+    assert host.snapshot() == before and host.kernel.proxy == kernel_before
+
+
+def test_an_uplink_without_addresses_is_kept_as_it_was(host: Host) -> None:
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    before, kernel_before = host.snapshot(), set(host.kernel.proxy)
+    host.kernel.prefixes["uplink0"] = ()  # admin-down flushed its addresses
+    out = engine.sync(host.ctx())
+    assert out.exit_code == ExitCode.UPLINK
+    assert host.snapshot() == before and host.kernel.proxy == kernel_before
+
+
+def test_reload_stays_owed_when_the_kernel_step_fails(host: Host) -> None:
+    from v6gen.errors import KernelError
+
+    def broken(*_: object) -> None:
+        raise KernelError("ip failed", "")
+
+    host.docker.items = [ep()]
+    host.kernel.change_proxy = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(KernelError):
+        engine.sync(host.ctx())
+    assert host.dropin.exists() and host.networkd.reloads == 0
+    assert host.paths.reload_marker.exists()  # so the next sync reloads even with no changes

@@ -184,3 +184,20 @@ def test_ready_even_while_docker_is_down(tmp_path: Path) -> None:
         h.watcher.stop()
         thread.join(timeout=5)
         server.close()
+
+
+def test_a_sync_that_keeps_failing_is_retried_with_backoff() -> None:
+    class AlwaysFailing(Harness):
+        def resync(self, reason: str) -> None:
+            raise DockerError("500 from /containers/json", "")
+
+    slow = Timing(debounce=0.05, max_delay=0.5, backoff_min=0.1, backoff_max=0.2)
+    h = AlwaysFailing()
+    h.watcher = Watcher(h.subscribe, h.resync, h.logs.append, timing=slow)
+    thread = threading.Thread(target=h.watcher.run, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    h.watcher.stop()
+    thread.join(timeout=5)
+    # 0.1 + 0.2 + 0.2 + ... s between attempts: a handful in a second, not thousands.
+    assert 2 <= len(h.streams) <= 8, len(h.streams)
