@@ -66,6 +66,19 @@ class IpKernel:
             for info in link.get("addr_info", []):
                 if info.get("family") == "inet6" and "local" in info:
                     prefixes.add(IPv6Network(f"{info['local']}/{info['prefixlen']}", strict=False))
+        if prefixes:
+            # A DHCPv6 address is a /128; the on-link /64 then comes from an RA route with no
+            # gateway. (No address at all means the link is down: report nothing on-link.)
+            for route in self._json("-6", "route", "show", "dev", name):
+                dst = route.get("dst", "")
+                if "gateway" in route or "via" in route or not isinstance(dst, str):
+                    continue
+                try:
+                    net = IPv6Network(dst if "/" in dst else f"{dst}/128")
+                except ValueError:
+                    continue  # "default", "multicast ..." and the like
+                if not (net.is_link_local or net.is_multicast):
+                    prefixes.add(net)
         return tuple(sorted(prefixes))
 
     def uses_router_advertisements(self, name: str) -> bool:
