@@ -108,13 +108,14 @@ def _file_uplink(path: Path, text: str, paths: Paths) -> str | None:
 def compute(
     plan: Plan,
     wanted: Mapping[Path, str],
+    owned: Mapping[Path, str],
     paths: Paths,
     kernel: Kernel,
     *,
     live: bool,
     install_hooks: bool = True,
 ) -> tuple[Changes, list[str]]:
-    owned = discover.owned_files(paths)
+    """owned: discover.owned_files(paths), the files on disk that v6gen wrote."""
     frozen = _frozen_uplinks(plan)
     write: dict[Path, tuple[str | None, str]] = {}
     for path, content in wanted.items():

@@ -12,7 +12,6 @@ from v6gen.apply import FORWARDING, proxy_delay_key, proxy_ndp_key
 from v6gen.errors import DockerError
 from v6gen.model import Forwarding, HostFacts, Plan
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
-from v6gen.ports import ProxyKey
 
 
 class Level(enum.Enum):
@@ -144,7 +143,7 @@ def _uplinks(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:
         elif ra:
             out.append(_ok(f"router advertisements {name}", "relied on and still accepted"))
     missing = sorted(want - have)
-    stale = sorted((have - want) & _owned(ctx.paths))
+    stale = sorted((have - want) & state.owned(ctx.paths))
     if missing or stale:
         parts = [f"missing {', '.join(str(a) for _, a in missing)}"] if missing else []
         parts += [f"stale {', '.join(str(a) for _, a in stale)}"] if stale else []
@@ -152,10 +151,6 @@ def _uplinks(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:
     else:
         out.append(_ok("kernel entries", f"{len(want)} proxy entr(y/ies), exactly as planned"))
     return out
-
-
-def _owned(paths: Paths) -> frozenset[ProxyKey]:
-    return state.load(paths.state_file, paths.restore_dir)[0].owned
 
 
 def _forwarding(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:

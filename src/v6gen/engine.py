@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
+from pathlib import Path
 
-from v6gen import apply, discover, fsutil, hooks, render, validate
+from v6gen import apply, discover, fsutil, hooks, render, state, validate
 from v6gen.config import Config
 from v6gen.errors import ExitCode
 from v6gen.model import Endpoint, HostFacts, Plan
@@ -52,12 +54,11 @@ def _facts(ctx: Context) -> tuple[HostFacts, list[str]]:
     return discover.gather_host(ctx.config, ctx.paths, ctx.adapters.kernel, ctx.adapters.networkd)
 
 
-def _shared_files_plan(plan: Plan, paths: Paths) -> Plan:
+def _shared_files_plan(plan: Plan, paths: Paths, owned: Mapping[Path, str]) -> Plan:
     """The plan as render() needs it. An uplink that failed this time keeps what it had in the
     files all uplinks share (sysctl.d, networkd.conf.d); one that never had anything (no restore
     file of ours) must not gain anything there, or a container label naming an unmanaged uplink
     would change the host's configuration."""
-    owned = discover.owned_files(paths)
     kept = tuple(f for f in plan.failed if paths.restore_file(f.uplink) in owned)
     return plan if kept == plan.failed else replace(plan, failed=kept)
 
@@ -76,10 +77,12 @@ def _sweep_temps(paths: Paths) -> None:
 def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Outcome:
     if not dry_run:  # only runs that change things hold the lock
         _sweep_temps(ctx.paths)
-    wanted = render.render(_shared_files_plan(plan, ctx.paths), ctx.paths)
+    owned = discover.owned_files(ctx.paths)  # read once: render's input and apply's baseline
+    wanted = render.render(_shared_files_plan(plan, ctx.paths, owned), ctx.paths)
     changes, more = apply.compute(
         plan,
         wanted,
+        owned,
         ctx.paths,
         ctx.adapters.kernel,
         live=ctx.live,
@@ -149,7 +152,7 @@ def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
                 in_files.add((uplink, address))
     kernel = ctx.adapters.kernel.proxy_entries()
     entries = {(u.name, e.address): e for u in plan.uplinks for e in u.entries}
-    owned, _ = _owned_state(ctx.paths)
+    owned = state.owned(ctx.paths)
     keys = set(entries) | in_files | (owned & kernel)
     rows = []
     for uplink, addr in sorted(keys):
@@ -166,10 +169,3 @@ def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
             )
         )
     return rows, plan
-
-
-def _owned_state(paths: Paths) -> tuple[frozenset[tuple[str, IPv6Address]], list[str]]:
-    from v6gen import state
-
-    loaded, warnings = state.load(paths.state_file, paths.restore_dir)
-    return loaded.owned, warnings

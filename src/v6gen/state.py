@@ -7,11 +7,11 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address
 from pathlib import Path
 
 from v6gen import fsutil, validate
 from v6gen.errors import ApplyError
+from v6gen.paths import Paths
 from v6gen.ports import ProxyKey
 
 FORMAT = 1
@@ -112,5 +112,6 @@ def save(path: Path, state: State) -> None:
         ) from None
 
 
-def addresses(owned: frozenset[ProxyKey], uplink: str) -> list[IPv6Address]:
-    return sorted(a for d, a in owned if d == uplink)
+def owned(paths: Paths) -> frozenset[ProxyKey]:
+    """The proxy entries v6gen owns, for reports (status, doctor); warnings are sync's job."""
+    return load(paths.state_file, paths.restore_dir)[0].owned
