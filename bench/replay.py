@@ -15,46 +15,30 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import threading
-from collections import Counter
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
-from tests.dockerreplay import FIXTURES, _Handler, _Server
+from tests.dockerreplay import FIXTURES, DockerReplay, _Handler
 
 
 class _KeepAliveHandler(_Handler):
     protocol_version = "HTTP/1.1"
 
 
-class Replay:
+class Replay(DockerReplay):
+    handler = _KeepAliveHandler
+
     def __init__(self, socket_path: Path, bodies: dict[str, bytes]) -> None:
-        self.socket_path = socket_path
         socket_path.unlink(missing_ok=True)
-        self._server = _Server(str(socket_path), _KeepAliveHandler)
-        self._server.bodies = {"/version": (FIXTURES / "version.json").read_bytes(), **bodies}
-        self._server.requests = Counter()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(socket_path, bodies.get("/containers/json", b"[]"))
+        self.set_bodies(bodies)
 
     def set_bodies(self, bodies: dict[str, bytes]) -> None:
         self._server.bodies.update(bodies)
 
-    @property
-    def requests(self) -> Counter[str]:
-        return self._server.requests
-
     def total(self) -> int:
-        return sum(self._server.requests.values())
-
-    def __enter__(self) -> Replay:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self.socket_path.unlink(missing_ok=True)
+        return sum(self.requests.values())
 
 
 def _sha(text: str) -> str:

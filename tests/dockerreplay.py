@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 FIXTURES = Path(__file__).parent / "fixtures" / "docker"
 
@@ -49,11 +49,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class DockerReplay:
+    handler: type[_Handler] = _Handler
+
     def __init__(self, socket_path: Path, containers: bytes | str = "seed_running.json") -> None:
         self.socket_path = socket_path
         if isinstance(containers, str):
             containers = (FIXTURES / containers).read_bytes()
-        self._server = _Server(str(socket_path), _Handler)
+        self._server = _Server(str(socket_path), self.handler)
         self._server.bodies = {
             "/version": (FIXTURES / "version.json").read_bytes(),
             "/containers/json": containers,
@@ -72,7 +74,7 @@ class DockerReplay:
     def hang(self, seconds: float) -> None:
         self._server.hang = seconds
 
-    def __enter__(self) -> DockerReplay:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
