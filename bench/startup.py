@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,16 @@ def _debian_python(env: dict[str, str]) -> dict[str, list[float]] | None:
     return out
 
 
+def _describe(exe: str) -> str:
+    """What `python3` on PATH is: on this machine a pyenv shim, a bash script that execs the
+    interpreter after `pyenv exec` has chosen it, which is where a ~90 ms "python3 -c pass"
+    comes from."""
+    head = Path(exe).read_bytes()[:64]
+    first = head.splitlines()[0].decode(errors="replace") if head else ""
+    kind = f"script {first}" if first.startswith("#!") else "binary"
+    return f"{exe} ({kind})"
+
+
 def run(workdir: Path) -> Section:
     sec = Section()
     py = sys.executable
@@ -94,7 +105,14 @@ def run(workdir: Path) -> Section:
         "pass": [py, "-c", "pass"],
         "help": help_argv,
         "help_m": [py, "-m", "v6gen", "--help"],
+        # Floors: what importing the CLI library alone costs, typer against the standard
+        # library's argparse, so the ratio's cause is measured, not guessed.
+        "typer": [py, "-c", "import typer"],
+        "argparse": [py, "-c", "import argparse"],
     }
+    path_python3 = shutil.which("python3")
+    if path_python3:
+        cmds["path_python3"] = [path_python3, "-c", "pass"]
     times: dict[str, list[float]] = {k: [] for k in cmds}
     cpu: dict[str, list[float]] = {k: [] for k in cmds}
     env = _env(pyc=True)
@@ -122,6 +140,13 @@ def run(workdir: Path) -> Section:
         help_startup_ratio_python_m=rnd(hm / p, 2),
         help_startup_ratio_no_src_pyc=rnd(median(nopyc["help"]) / median(nopyc["pass"]), 2),
     )
+    sec.metrics.update(
+        typer_import_ratio=rnd(median(times["typer"]) / p, 2),
+        argparse_import_ratio=rnd(median(times["argparse"]) / p, 2),
+    )
+    if "path_python3" in times:
+        sec.metrics["path_python3_pass_ms"] = rnd(median(times["path_python3"]), 1)
+        sec.detail["path_python3"] = _describe(cmds["path_python3"][0])
     if debian:
         sec.metrics["help_startup_ratio_debian_python"] = rnd(
             median(debian["help"]) / median(debian["pass"]), 2
