@@ -72,6 +72,8 @@ UNITS = {
     "dispatcher": "networkd-dispatcher.service",
 }
 UNIT_PIDS = "/run/lab/units"
+# networkd 257's networkctl, bound over /usr/bin/networkctl inside the lab.
+NETWORKCTL = "/run/lab/networkctl"
 
 # dpkg mode's stand-in for systemctl (bound over /usr/bin/systemctl; /run/systemd/system exists
 # so maintainer scripts believe systemd runs). The units are the lab's daemons, by the PIDs the
@@ -189,11 +191,15 @@ exit $rc
 
 @dataclass(frozen=True)
 class LabOptions:
-    networkd: Literal["252", "247", None] = "252"  # None: no networkd (fixture capture)
+    networkd: Literal["252", "247", "257", None] = "252"  # None: none (fixture capture)
     dispatcher: bool = True
     docker: bool = True
     uplinks: int = 1  # 2 adds uplink1 with its own LAN namespace
     ra_only: bool = False  # uplink0 configured by router advertisements from radvd
+    # uplink1 too (with uplinks=2): a second NIC that takes its address from RAs, whose
+    # router advertisements must keep working once v6gen has forwarding on.
+    ra_uplink1: bool = False
+    uplink0_network: tuple[str, ...] = ()  # more [Network] lines for uplink0's .network
     netplan: bool = False  # uplink0's .network lives at /run/systemd/network/10-netplan-*
     # dpkg and apt-get may install and purge packages inside: DPKG_OVERLAY_DIRS are overlays,
     # DPKG_MANAGED_DIRS are no mount points, and maintainer scripts see the lab's daemons as
@@ -301,7 +307,7 @@ class Lab:
     def _start(self) -> None:
         self._t_last = time.monotonic()
         opts = self.options
-        networkd_root = packages.networkd_247() if opts.networkd == "247" else None
+        networkd_root = self._networkd_root()
         tarball = build_rootfs_tar(packages.CACHE_DIR / "busybox-rootfs.tar")
         self.host.start()
         self.run(_mount_script(dpkg=opts.dpkg))
@@ -358,7 +364,9 @@ class Lab:
             f"sysctl -qw net.ipv6.neigh.{uplink.lan_if}.retrans_time_ms=100"
             f" net.ipv6.neigh.{uplink.lan_if}.mcast_solicit={NEIGH_SOLICITS}"
         )
-        ra = self.options.ra_only and uplink.name == "uplink0"
+        ra = (self.options.ra_only and uplink.name == "uplink0") or (
+            self.options.ra_uplink1 and uplink.name == "uplink1"
+        )
         if ra:
             # radvd refuses to advertise unless the neighbour itself forwards.
             lan.run("sysctl -qw net.ipv6.conf.all.forwarding=1")
@@ -372,11 +380,21 @@ class Lab:
             target = f"/run/systemd/network/{uplink.netplan_file}"
         else:
             target = f"/etc/systemd/network/{uplink.network_file}"
-        self.write(target, network_file(uplink, ra_only=ra))
+        extra = self.options.uplink0_network if uplink.name == "uplink0" else ()
+        self.write(target, network_file(uplink, ra_only=ra, extra=extra))
 
     def _start_networkd(self, root: Path | None) -> None:
         if root is None:
             proc = self.host.spawn("networkd", ["/lib/systemd/systemd-networkd"])
+        elif self.options.networkd == "257":
+            # networkctl 257 too, as on a trixie host: v6gen reads the version from it.
+            argv = packages.trixie_argv(root, "usr/bin/networkctl")
+            self.write(NETWORKCTL, "#!/bin/sh\nexec " + " ".join(argv) + ' "$@"\n')
+            self.path(NETWORKCTL).chmod(0o755)
+            self.run(f"mount --bind {NETWORKCTL} /usr/bin/networkctl")
+            proc = self.host.spawn(
+                "networkd", packages.trixie_argv(root, "usr/lib/systemd/systemd-networkd")
+            )
         else:
             proc = self.host.spawn(
                 "networkd",
@@ -388,6 +406,25 @@ class Lab:
             self.wait_configured(uplink.name, timeout=15)
         if self.options.ra_only:
             _wait("SLAAC default route", lambda: bool(self.default_routes()), 15, self.logs)
+        if self.options.ra_uplink1:
+            _wait("SLAAC on uplink1", lambda: self.has_slaac("uplink1"), 15, self.logs)
+
+    def restart_networkd(self) -> None:
+        """Stop networkd and start it again, the same version, as after a reboot or upgrade."""
+        self.host.stop_proc("networkd")
+        self._start_networkd(self._networkd_root())
+
+    def _networkd_root(self) -> Path | None:
+        """The extracted tree of a networkd other than the machine's own 252 (fetched once)."""
+        fetch = {"247": packages.networkd_247, "257": packages.networkd_257}.get(
+            self.options.networkd or ""
+        )
+        return fetch() if fetch else None
+
+    def has_slaac(self, ifname: str) -> bool:
+        """Whether the link holds an address it configured itself from a router advertisement."""
+        out = self.run(f"ip -6 addr show dev {ifname} scope global", check=False).stdout
+        return "dynamic" in out
 
     def start_dispatcher(self) -> None:
         log = self.logdir / "dispatcher.log"

@@ -1,8 +1,10 @@
-"""Debian packages the lab needs, and systemd-networkd 247.3 from Debian bullseye.
+"""Debian packages the lab needs, systemd-networkd 247.3 from Debian bullseye and 257 from
+Debian trixie.
 
-CI starts on a fresh Debian 12 machine, so missing packages are installed here. The old networkd
-is fetched through a private apt configuration pointed at the mirror this machine already uses
-(read at run time: no host name belongs in the project) and cached across runs.
+CI starts on a fresh Debian 12 machine, so missing packages are installed here. The other
+networkd versions are fetched through a private apt configuration per suite, pointed at the
+mirror this machine already uses (read at run time: no host name belongs in the project), and
+cached across runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from .nsproc import LabError
 CACHE_DIR = Path("/var/cache/v6gen-lab")
 NETWORKD_247 = "systemd=247.3-7+deb11u5"
 BULLSEYE = "bullseye"
+TRIXIE = "trixie"
+# systemd 257 and every library its networkd and networkctl link, down to trixie's glibc (newer
+# than the machine's, so they run through trixie's own loader; see networkd_257()).
+TRIXIE_PACKAGES = (
+    "systemd", "libsystemd-shared", "libc6", "libssl3t64", "libacl1", "libblkid1", "libcap2",
+    "libcrypt1", "libmount1", "libpam0g", "libseccomp2", "libselinux1", "libaudit1",
+    "libpcre2-8-0", "libcap-ng0", "zlib1g", "libzstd1",
+)  # fmt: skip
+TRIXIE_LIBS = ("usr/lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu/systemd")
+TRIXIE_LOADER = "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 
 # dbus-daemon, networkctl and networkd 252 (systemd), the daemons, and busybox for the image.
 PACKAGES = (
@@ -107,25 +119,63 @@ def _apt(apt_dir: Path, *args: str, cwd: Path | None = None) -> None:
         raise LabError(f"apt-get {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
 
 
-def networkd_247() -> Path:
-    """Root of the extracted bullseye systemd package (lib/systemd/systemd-networkd inside)."""
-    root = CACHE_DIR / "systemd-247.3"
-    binary = root / "lib/systemd/systemd-networkd"
-    if binary.exists():
-        return root
-    apt_dir = CACHE_DIR / "apt"
+def _suite_apt(suite: str) -> Path:
+    """A private apt configuration for one suite of the machine's mirror, its lists updated."""
+    apt_dir = CACHE_DIR / f"apt-{suite}"
     for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial"):
         (apt_dir / sub).mkdir(parents=True, exist_ok=True)
     uri, signed_by = debian_mirror()
     opt = f" [signed-by={signed_by}]" if signed_by else ""
-    (apt_dir / "sources.list").write_text(f"deb{opt} {uri} {BULLSEYE} main\n")
+    (apt_dir / "sources.list").write_text(f"deb{opt} {uri} {suite} main\n")
     _apt(apt_dir, "update")
+    return apt_dir
+
+
+def _extract(debs: list[Path], root: Path) -> None:
+    tmp = root.with_name(root.name + ".tmp")
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    for deb in debs:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+    tmp.rename(root)
+
+
+def networkd_247() -> Path:
+    """Root of the extracted bullseye systemd package (lib/systemd/systemd-networkd inside)."""
+    root = CACHE_DIR / "systemd-247.3"
+    if (root / "lib/systemd/systemd-networkd").exists():
+        return root
+    apt_dir = _suite_apt(BULLSEYE)
     debs = CACHE_DIR / "debs"
     debs.mkdir(exist_ok=True)
     _apt(apt_dir, "download", NETWORKD_247, cwd=debs)
-    deb = next(debs.glob("systemd_247.3-7+deb11u5_*.deb"))
-    tmp = root.with_name(root.name + ".tmp")
-    subprocess.run(["rm", "-rf", str(tmp)], check=True)
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
-    tmp.rename(root)
+    _extract([next(debs.glob("systemd_247.3-7+deb11u5_*.deb"))], root)
     return root
+
+
+def networkd_257() -> Path:
+    """Root of trixie's systemd 257 (usr/lib/systemd/systemd-networkd, usr/bin/networkctl) with
+    its libraries and glibc. Run its programs through trixie_argv(): trixie's loader, told to
+    take libraries only from this root."""
+    root = CACHE_DIR / "systemd-257"
+    if (root / "usr/lib/systemd/systemd-networkd").exists():
+        return root
+    apt_dir = _suite_apt(TRIXIE)
+    debs = CACHE_DIR / "debs-trixie"
+    subprocess.run(["rm", "-rf", str(debs)], check=True)
+    debs.mkdir(parents=True)
+    _apt(apt_dir, "download", *TRIXIE_PACKAGES, cwd=debs)
+    _extract(sorted(debs.glob("*.deb")), root)
+    version = subprocess.run(
+        trixie_argv(root, "usr/lib/systemd/systemd-networkd", "--version"),
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    if not version.startswith("systemd 257"):
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+        raise LabError(f"trixie's systemd-networkd does not run here: {version!r}")
+    return root
+
+
+def trixie_argv(root: Path, program: str, *args: str) -> list[str]:
+    """argv running a program of networkd_257()'s root with trixie's own loader and libraries."""
+    libs = ":".join(str(root / d) for d in TRIXIE_LIBS)
+    return [str(root / TRIXIE_LOADER), "--library-path", libs, str(root / program), *args]

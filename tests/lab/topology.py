@@ -40,7 +40,7 @@ UPLINKS = (
 )
 
 
-def network_file(uplink: Uplink, ra_only: bool) -> str:
+def network_file(uplink: Uplink, ra_only: bool, extra: tuple[str, ...] = ()) -> str:
     """A typical uplink .network.
 
     The RA-only form leaves IPv6AcceptRA= unset on purpose: that is the SLAAC host whose
@@ -48,7 +48,7 @@ def network_file(uplink: Uplink, ra_only: bool) -> str:
     otherwise. The static form says IPv6AcceptRA=no, as static servers do; left unset, networkd
     would hold the link in "configuring" until its router solicitations time out (~12 s).
     """
-    lines = ["[Match]", f"Name={uplink.name}", "", "[Network]"]
+    lines = ["[Match]", f"Name={uplink.name}", "", "[Network]", *extra]
     if not ra_only:
         lines += [f"Address={uplink.host_addr}/64", "IPv6AcceptRA=no"]
         if uplink.gateway:
@@ -59,13 +59,14 @@ def network_file(uplink: Uplink, ra_only: bool) -> str:
 
 
 def radvd_conf(uplink: Uplink) -> str:
+    """Advertises the uplink's /64 for SLAAC; a default route only through the gateway LAN."""
     # Short intervals so a host that missed the answer to its solicitation is not kept waiting.
     return (
         f"interface {uplink.lan_if} {{\n"
         "  AdvSendAdvert on;\n"
         "  MinRtrAdvInterval 3;\n"
         "  MaxRtrAdvInterval 4;\n"
-        "  AdvDefaultLifetime 600;\n"
+        f"  AdvDefaultLifetime {600 if uplink.gateway else 0};\n"
         f"  prefix {uplink.prefix}/64 {{ AdvOnLink on; AdvAutonomous on; }};\n"
         "};\n"
     )
