@@ -57,7 +57,7 @@ def restore_files(addrs: list[str]) -> dict[str, str]:
     entries = tuple(ProxyEntry(IPv6Address(a), (Owner("c", "n"),)) for a in addrs)
     plan = Plan(
         (UplinkPlan(UPLINK, PurePosixPath(f"10-{UPLINK}.network"), entries, False),),
-        Forwarding.LINK,
+        Forwarding.SYSCTL_ONLY,
         proxy_delay=0,
     )
     paths = Paths(Path("/"))

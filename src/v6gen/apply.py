@@ -28,6 +28,10 @@ def proxy_delay_key(uplink: str) -> str:
     return f"net/ipv6/neigh/{uplink}/proxy_delay"
 
 
+def forwarding_key(uplink: str) -> str:
+    return f"net/ipv6/conf/{uplink}/forwarding"
+
+
 @dataclass(frozen=True)
 class Changes:
     """Everything a sync would change; empty means up to date."""
@@ -193,6 +197,9 @@ def _sysctls(
     if plan.uplinks:
         want[FORWARDING] = "1"
     for uplink in plan.uplinks:
+        # Setting "all" copies the value to every interface only when it changes: an uplink
+        # whose own switch was turned off later would stay silent.
+        want[forwarding_key(uplink.name)] = "1"
         want[proxy_ndp_key(uplink.name)] = "1"
         if plan.proxy_delay is not None:
             key = proxy_delay_key(uplink.name)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v6gen import discover, engine, state
-from v6gen.apply import FORWARDING, proxy_delay_key, proxy_ndp_key
+from v6gen.apply import FORWARDING, forwarding_key, proxy_delay_key, proxy_ndp_key
 from v6gen.errors import DockerError
-from v6gen.model import Forwarding, HostFacts, Plan
+from v6gen.model import HostFacts, Plan
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
 
 
@@ -58,7 +58,7 @@ def run(ctx: engine.Context) -> list[Check]:
     facts, warnings = discover.gather_host(ctx.config, ctx.paths, k.kernel, k.networkd)
     checks += [Check("networkd", Level.WARN, w, "is systemd-networkd running?") for w in warnings]
     checks += _uplinks(ctx, facts, plan)
-    checks += _forwarding(ctx, facts, plan)
+    checks += _forwarding(ctx, plan)
     checks.append(_systemd(facts))
     checks += _hooks(ctx.paths)
     checks.append(_dispatcher_running())
@@ -153,33 +153,28 @@ def _uplinks(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:
     return out
 
 
-def _forwarding(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:
-    value = ctx.adapters.kernel.read_sysctl(FORWARDING)
-    out = []
+def _forwarding(ctx: engine.Context, plan: Plan) -> list[Check]:
+    kernel = ctx.adapters.kernel
+    value = kernel.read_sysctl(FORWARDING)
     if plan.uplinks and value != "1":
-        out.append(
-            Check(
-                "forwarding",
-                Level.FAIL,
-                "net.ipv6.conf.all.forwarding is 0: proxied neighbour advertisements are not sent",
-                "run `v6gen sync`",
-            )
+        why = "net.ipv6.conf.all.forwarding is 0: proxied neighbour advertisements are not sent"
+        return [Check("forwarding", Level.FAIL, why, "run `v6gen sync`")]
+    # The kernel answers for a proxied address only on an uplink that forwards itself, whatever
+    # "all" says: an admin's IPv6Forwarding=no, or a later sysctl, can turn just it off.
+    names = [u.name for u in plan.uplinks]
+    off = [n for n in names if kernel.read_sysctl(forwarding_key(n)) == "0"]
+    if off:
+        why = (
+            f"net.ipv6.conf.{off[0]}.forwarding is 0: the kernel sends no neighbour "
+            "advertisement for proxied addresses there"
         )
-    else:
-        out.append(_ok("forwarding", f"net.ipv6.conf.all.forwarding={value}"))
-    if plan.forwarding is Forwarding.GLOBAL and plan.uplinks:
-        conf = ctx.paths.networkd_conf_dropin
-        level = Level.OK if conf.exists() else Level.FAIL
-        out.append(
-            Check(
-                "forwarding config",
-                level,
-                f"systemd {facts.systemd_version}: IPForward= is ignored, needs "
-                f"IPv6Forwarding=yes in {ctx.paths.host_path(conf)}",
-                "" if level is Level.OK else "run `v6gen sync`",
-            )
+        hint = (
+            "run `v6gen sync`; if it comes back, look for IPv6Forwarding=no in the uplink's "
+            ".network file or in networkd.conf"
         )
-    return out
+        return [Check("forwarding", Level.FAIL, why, hint)]
+    on = f", and on {', '.join(names)}" if names else ""
+    return [_ok("forwarding", f"net.ipv6.conf.all.forwarding={value}{on}")]
 
 
 def _systemd(facts: HostFacts) -> Check:
@@ -188,7 +183,8 @@ def _systemd(facts: HostFacts) -> Check:
         return Check(
             "systemd",
             Level.WARN,
-            "version unknown; forwarding is configured both ways",
+            "version unknown; drop-ins say IPv6Forwarding=yes, which systemd < 256 ignores "
+            "with a warning in its log",
             "set systemd_version in the config",
         )
     if v < 248:

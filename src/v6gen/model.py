@@ -65,17 +65,22 @@ class LinkFacts:
 
 
 class Forwarding(enum.Enum):
-    """Where IPv6 forwarding has to be switched on for the running systemd."""
+    """What the uplink's drop-in says about forwarding, by systemd version. The kernel switches
+    themselves (net.ipv6.conf.all.forwarding, and the uplink's own, without which it answers no
+    solicitation for a proxied address) are v6gen's sysctls, set at sync and in sysctl.d, on
+    every version: networkd's global switches would cost other links their router
+    advertisements (networkd.conf's IPv6Forwarding=, v256+) or their IPv4 forwarding
+    (IPForward=, one setting for both families before v256, which a drop-in would replace)."""
 
-    LINK = "link"  # IPForward=ipv6 in the drop-in (v228..v255)
-    GLOBAL = "global"  # IPv6Forwarding=yes in networkd.conf.d (v256+; IPForward= is ignored)
-    BOTH = "both"  # version unknown: write both, each version ignores the one it lacks
+    SYSCTL_ONLY = "sysctl-only"  # v228..v255: no key
+    LINK_KEY = "link-key"  # v256+: IPv6Forwarding=yes, a per-link key; also when the version is
+    # unknown, as older versions ignore it with a warning
 
     @classmethod
     def for_version(cls, version: int | None) -> Forwarding:
-        if version is None:
-            return cls.BOTH
-        return cls.GLOBAL if version >= 256 else cls.LINK
+        if version is not None and version < 256:
+            return cls.SYSCTL_ONLY
+        return cls.LINK_KEY
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ class Paths:
 
     @property
     def networkd_conf_dropin(self) -> Path:
+        """Where earlier versions of v6gen switched forwarding on for systemd >= 256: manager-wide,
+        which stopped router advertisements on other links. Now only ever removed."""
         return self.root / "etc/systemd/networkd.conf.d" / OWNED_NAME
 
     @property

@@ -50,18 +50,16 @@ def render(plan: Plan, paths: Paths) -> Mapping[Path, str]:
     """Absolute paths under paths.root -> content, for every file the plan needs. Files not in
     the result but owned by v6gen are stale."""
     files: dict[Path, str] = {}
-    forward_in_link = plan.forwarding in (Forwarding.LINK, Forwarding.BOTH)
+    link_key = plan.forwarding is Forwarding.LINK_KEY
     for uplink in plan.uplinks:
         dropin = paths.dropin(PurePosixPath(uplink.network_file).name)
         files[dropin] = _render(
-            "dropin.network.conf.j2", uplink=uplink, forward_in_link=forward_in_link
+            "dropin.network.conf.j2", uplink=uplink, link_forwarding_key=link_key
         )
         files[paths.restore_file(uplink.name)] = _render("restore.proxy.j2", uplink=uplink)
     # An uplink that failed this time keeps what it had, so the shared files still cover it.
     names = sorted({u.name for u in plan.uplinks} | {f.uplink for f in plan.failed})
-    if names and plan.forwarding in (Forwarding.GLOBAL, Forwarding.BOTH):
-        files[paths.networkd_conf_dropin] = _render("networkd.conf.j2")
-    if names and plan.proxy_delay is not None:
+    if names:
         files[paths.sysctl_dropin] = _render(
             "sysctl.conf.j2", uplinks=names, proxy_delay=plan.proxy_delay
         )

@@ -348,8 +348,6 @@ def dropin(*owners: tuple[str, str]) -> str:
         *(f"#   {a}  {who}" for a, who in owners),
         "[Network]",
         "IPv6ProxyNDP=yes",
-        "# Proxied neighbour advertisements are only sent while the kernel forwards IPv6.",
-        "IPForward=ipv6",
         "# networkd stops accepting router advertisements on a forwarding link unless told "
         "otherwise.",
         "IPv6AcceptRA=yes",

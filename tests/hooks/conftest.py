@@ -63,7 +63,7 @@ def restore_files(addresses: Iterable[str], uplink: str = UPLINK) -> dict[str, s
     entries = tuple(ProxyEntry(IPv6Address(a), (Owner("c", "n"),)) for a in addresses)
     plan = Plan(
         (UplinkPlan(uplink, PurePosixPath(f"10-{uplink}.network"), entries, False),),
-        Forwarding.LINK,
+        Forwarding.SYSCTL_ONLY,
         proxy_delay=0,
     )
     paths = Paths(Path("/"))

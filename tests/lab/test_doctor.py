@@ -128,6 +128,10 @@ def test_every_breakage_is_detected_and_sync_repairs_it(lab: Lab, tmp_path: Path
             {"forwarding": ("fail", "net.ipv6.conf.all.forwarding is 0")},
         ),
         (
+            "sysctl -qw net.ipv6.conf.uplink0.forwarding=0",
+            {"forwarding": ("fail", "net.ipv6.conf.uplink0.forwarding is 0")},
+        ),
+        (
             "sysctl -qw net.ipv6.conf.uplink0.proxy_ndp=0",
             {"proxy_ndp uplink0": ("fail", "net.ipv6.conf proxy_ndp is off")},
         ),

@@ -195,3 +195,52 @@ def test_7_two_uplinks(make_lab: MakeLab) -> None:
     assert lab.proxy_entries("uplink1") == {far}
     assert lab.lan_reachable(near, within=3, uplink="uplink0") is not None
     assert lab.lan_reachable(far, within=3, uplink="uplink1") is not None
+
+
+@pytest.mark.parametrize("networkd", ["252", "257"])
+def test_8_forwarding_spares_other_links_and_ipv4(make_lab: MakeLab, networkd: str) -> None:
+    """v6gen switches IPv6 forwarding on with sysctls, never with networkd's global switches:
+    on 257, networkd.conf's IPv6Forwarding=yes would stop RAs on every other link (measured
+    here with the previous v6gen), and before 256 a drop-in's IPForward=ipv6 would replace the
+    admin's IPForward=yes and with it IPv4 forwarding. uplink1 is a second NIC configured by
+    RAs that v6gen does not manage; uplink0's own file asks for IPv4 and IPv6 forwarding."""
+    # IPv6AcceptRA=yes too: forwarding would switch networkd's RA default off on this link.
+    admin = ("IPForward=yes", "IPv6AcceptRA=yes")
+    lab = make_lab(
+        networkd=networkd, uplinks=2, ra_only=True, ra_uplink1=True, uplink0_network=admin
+    )
+
+    def other_link_takes_ras() -> bool:
+        # What networkd learnt before may merely not have expired: drop it, and require fresh
+        # advertisements (every <= 4 s) to bring it back.
+        lab.run("ip -6 addr flush dev uplink1 scope global")
+        return poll(lambda: lab.has_slaac("uplink1"), 12)
+
+    lab.compose_up(SEED)
+    sync(lab)
+    dropin = lab.read(DROPIN)
+    assert "IPForward" not in dropin
+    assert ("IPv6Forwarding=yes" in dropin) == (networkd == "257")
+    assert not lab.path("/etc/systemd/networkd.conf.d/50-v6gen.conf").exists()
+    # Measured on 252: sync's reload drops the SLAAC address and RA route for about a second
+    # (networkd re-learns them from the next advertisement; see test_4), and an echo reply
+    # sent meanwhile is lost, so ping again rather than wait longer for the first one.
+    assert poll(lambda: lab.lan_ping(PROBE), 10), "LAN can't reach the container after sync"
+    assert other_link_takes_ras(), "uplink1 stopped taking router advertisements after sync"
+
+    # A reboot, as far as the namespace allows: forwarding and the entry gone, systemd-sysctl
+    # applying v6gen's file before networkd starts, networkd configuring every link afresh.
+    lab.host.stop_proc("networkd")
+    lab.run(
+        "sysctl -qw net.ipv6.conf.all.forwarding=0 net.ipv4.ip_forward=0"
+        f" && ip -6 neigh del proxy {PROBE} dev uplink0"
+        " && /lib/systemd/systemd-sysctl /etc/sysctl.d/50-v6gen.conf"
+    )
+    lab.restart_networkd()
+    assert lab.sysctl("net.ipv6.conf.all.forwarding") == "1"
+    assert poll(lambda: PROBE in lab.proxy_entries(), 5), "networkd did not re-add the entry"
+    assert lab.lan_reachable(PROBE, within=3) is not None, "LAN lost the container after restart"
+    assert other_link_takes_ras(), "uplink1 stopped taking router advertisements after restart"
+    if networkd == "252":
+        # networkd turned IPv4 forwarding back on: it still reads the admin's IPForward=yes.
+        assert lab.sysctl("net.ipv4.ip_forward") == "1"

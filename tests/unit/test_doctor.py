@@ -49,6 +49,19 @@ def test_after_sync_the_kernel_side_is_ok(host: Host) -> None:
         assert got[name][0] is Level.OK, (name, got[name])
 
 
+def test_an_uplink_that_does_not_forward_itself_fails(host: Host) -> None:
+    engine.sync(host.ctx())
+    assert levels(host)["forwarding"] == (
+        Level.OK,
+        "net.ipv6.conf.all.forwarding=1, and on uplink0",
+    )
+    host.kernel.sysctls["net/ipv6/conf/uplink0/forwarding"] = "0"
+    level, message = levels(host)["forwarding"]
+    assert level is Level.FAIL and message.startswith("net.ipv6.conf.uplink0.forwarding is 0")
+    engine.sync(host.ctx())
+    assert levels(host)["forwarding"][0] is Level.OK
+
+
 def test_stale_entry_is_reported(host: Host) -> None:
     engine.sync(host.ctx())
     host.docker.items = []

@@ -28,7 +28,7 @@ def test_seed_container_is_proxied_on_default_uplink() -> None:
     assert uplink.name == "uplink0" and uplink.network_file == NET
     assert [e.address for e in uplink.entries] == [addr("2001:db8::a:71a5")]
     assert uplink.entries[0].owners[0].service == "probe"
-    assert plan.forwarding is Forwarding.LINK and uplink.set_accept_ra
+    assert plan.forwarding is Forwarding.SYSCTL_ONLY and uplink.set_accept_ra
 
 
 @pytest.mark.parametrize(
@@ -178,10 +178,11 @@ def test_filters_by_network_and_project() -> None:
 @pytest.mark.parametrize(
     ("version", "mode"),
     [
-        (247, Forwarding.LINK),
-        (255, Forwarding.LINK),
-        (256, Forwarding.GLOBAL),
-        (None, Forwarding.BOTH),
+        (247, Forwarding.SYSCTL_ONLY),
+        (255, Forwarding.SYSCTL_ONLY),
+        (256, Forwarding.LINK_KEY),
+        (257, Forwarding.LINK_KEY),
+        (None, Forwarding.LINK_KEY),
     ],
 )
 def test_forwarding_follows_systemd_version(version: int | None, mode: Forwarding) -> None:

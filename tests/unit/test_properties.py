@@ -22,10 +22,10 @@ T = TypeVar("T")
 # Typed loosely: the keyword's Literal type differs between hypothesis releases.
 SURROGATES: Any = ("Cs",)
 ROOT = Path("/target")
-KEYS = {"ipv6proxyndp", "ipv6proxyndpaddress", "ipforward", "ipv6acceptra", "ipv6forwarding"}
+KEYS = {"ipv6proxyndp", "ipv6proxyndpaddress", "ipv6acceptra", "ipv6forwarding"}
 RESTORE_LINE = re.compile(r"neigh replace proxy [0-9a-f:]+ dev (uplink0|uplink1)")
 NETWORK_LINE = re.compile(
-    r"\[Network\]|IPv6ProxyNDP=yes|IPForward=ipv6|IPv6AcceptRA=yes|IPv6Forwarding=yes"
+    r"\[Network\]|IPv6ProxyNDP=yes|IPv6AcceptRA=yes|IPv6Forwarding=yes"
     r"|IPv6ProxyNDPAddress=(?P<address>[0-9a-f:]+)"
 )
 
@@ -105,7 +105,10 @@ def test_rendered_files_hold_only_our_keys_and_entries(endpoints: list[Endpoint]
                 m = RESTORE_LINE.fullmatch(line)
                 assert m is not None and m.group(1) == uplink, line
         elif "sysctl.d" in path.parts:
-            assert all(re.fullmatch(r"net/ipv6/neigh/uplink[01]/proxy_delay = 0", b) for b in body)
+            sysctl = (
+                r"net/ipv6/(neigh/uplink[01]/proxy_delay = 0|conf/(all|uplink[01])/forwarding = 1)"
+            )
+            assert all(re.fullmatch(sysctl, b) for b in body), body
         else:
             for line in body:
                 m = NETWORK_LINE.fullmatch(line)

@@ -37,13 +37,13 @@ NETPLAN = UplinkPlan(
 )
 
 CASES = {
-    "v252": Plan((SEED,), Forwarding.LINK, 0),
-    "v256": Plan((SEED,), Forwarding.GLOBAL, 0),
-    "unknown_version": Plan((SEED, NETPLAN), Forwarding.BOTH, None),
+    "v252": Plan((SEED,), Forwarding.SYSCTL_ONLY, 0),
+    "v256": Plan((SEED,), Forwarding.LINK_KEY, 0),
+    "unknown_version": Plan((SEED, NETPLAN), Forwarding.LINK_KEY, None),
     "failed_uplink_kept": Plan(
-        (SEED,), Forwarding.LINK, 0, failed=(UplinkFailure("eth1", "gone", ""),)
+        (SEED,), Forwarding.SYSCTL_ONLY, 0, failed=(UplinkFailure("eth1", "gone", ""),)
     ),
-    "nothing": Plan((), Forwarding.LINK, 0),
+    "nothing": Plan((), Forwarding.SYSCTL_ONLY, 0),
 }
 
 
@@ -61,7 +61,7 @@ def test_render_matches_golden(case: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_networkd_files_parse_as_ini_with_only_our_keys(case: str) -> None:
-    allowed = {"ipv6proxyndp", "ipv6proxyndpaddress", "ipforward", "ipv6acceptra", "ipv6forwarding"}
+    allowed = {"ipv6proxyndp", "ipv6proxyndpaddress", "ipv6acceptra", "ipv6forwarding"}
     for path, content in render(CASES[case], Paths(ROOT)).items():
         if path.suffix != ".conf" or "sysctl.d" in str(path):
             continue
@@ -74,5 +74,5 @@ def test_networkd_files_parse_as_ini_with_only_our_keys(case: str) -> None:
 def test_dropin_goes_next_to_the_file_networkd_uses() -> None:
     files = render(CASES["unknown_version"], Paths(ROOT))
     assert ROOT / "etc/systemd/network/10-netplan-eth1.network.d/50-v6gen.conf" in files
-    assert ROOT / "etc/systemd/networkd.conf.d/50-v6gen.conf" in files
+    assert ROOT / "etc/sysctl.d/50-v6gen.conf" in files
     assert ROOT / "var/lib/v6gen/uplinks/eth1.proxy" in files
