@@ -54,6 +54,15 @@ class FakeNetworkd:
             raise NetworkdError("cannot connect to the system bus", "")
         return self.version
 
+    def network_file_links(self) -> dict[PurePosixPath, frozenset[str]]:
+        if self.unreachable:
+            raise NetworkdError("cannot connect to the system bus", "is dbus running?")
+        found: dict[PurePosixPath, set[str]] = {}
+        for name, link in self.links.items():
+            if link.network_file is not None:
+                found.setdefault(link.network_file, set()).add(name)
+        return {f: frozenset(names) for f, names in found.items()}
+
     def manage(self, name: str, network_file: str, index: int = 2) -> None:
         self.links[name] = NetworkdLink(name, index, "configured", PurePosixPath(network_file))
 

@@ -154,6 +154,12 @@ def gather_host(
             accept_ra_configured=network_file is not None
             and accept_ra_configured(paths, network_file),
         )
+    users: Mapping[PurePosixPath, frozenset[str]] = {}
+    if not networkd_down and any(link.managed for link in links.values()):
+        try:
+            users = networkd.network_file_links()
+        except NetworkdError as exc:
+            warnings.append(f"cannot ask networkd which links share a .network file: {exc.message}")
     version = config.systemd_version
     if version is None:
         try:
@@ -161,7 +167,7 @@ def gather_host(
         except NetworkdError:
             version = None
     before = frozenset(p.stem for p in paths.restore_dir.glob("*.proxy"))
-    return HostFacts(default, links, version, before), warnings
+    return HostFacts(default, links, version, before, users), warnings
 
 
 def owned_dropin_uplink(text: str) -> str | None:

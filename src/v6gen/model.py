@@ -91,6 +91,8 @@ class HostFacts:
     # Uplinks with v6gen restore data from an earlier sync: what a passing loss of the default
     # route must not tear down.
     managed_before: frozenset[str] = frozenset()
+    # Every link networkd configures, by .network file (empty when networkd can't be asked).
+    network_file_links: Mapping[PurePosixPath, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

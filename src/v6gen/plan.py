@@ -177,18 +177,24 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
             f"{owner.container}: proxied once{where}"
         )
 
+    # A drop-in applies to every link its .network file matches (Name=en*, or a catch-all that
+    # also takes Docker's veths): it would proxy, forward and take RAs there too, and one file
+    # cannot say "these addresses on eth0, those on eth1".
     by_file: dict[PurePosixPath | None, list[str]] = {}
     for name in sorted({c.uplink for c in chosen.values()}):
         by_file.setdefault(facts.links[name].network_file, []).append(name)
     for network_file, names in by_file.items():
-        if len(names) > 1:
-            # A drop-in applies to every link its .network matches: one file cannot say
-            # "these addresses on eth0, those on eth1".
+        users = set(names) | set(
+            facts.network_file_links.get(network_file, ()) if network_file else ()
+        )
+        if len(users) > 1:
             for name in names:
+                others = ", ".join(sorted(users - {name}))
                 failures[name] = UplinkFailure(
                     name,
-                    f"uplinks {' and '.join(names)} share {network_file}",
-                    "give each uplink its own .network file (Name= matching only it)",
+                    f"{network_file} also configures {others}: a drop-in for {name} would "
+                    "apply there too",
+                    f"give {name} a .network file of its own (a [Match] Name= for it alone)",
                 )
                 for addr in [a for a, c in chosen.items() if c.uplink == name]:
                     for owner in owners.pop(addr):

@@ -3,8 +3,9 @@ implementations and tests substitute fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv6Address, IPv6Network
+from pathlib import PurePosixPath
 from typing import Protocol
 
 from v6gen.model import Endpoint, NetworkdLink
@@ -34,6 +35,11 @@ class Networkd(Protocol):
         ...
 
     def systemd_version(self) -> int | None: ...
+
+    def network_file_links(self) -> Mapping[PurePosixPath, frozenset[str]]:
+        """Every link networkd configures, by the .network file it uses: a drop-in applies to
+        all of them. Raises NetworkdError when unreachable."""
+        ...
 
 
 class Kernel(Protocol):

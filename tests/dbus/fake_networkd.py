@@ -111,14 +111,35 @@ class Manager(ServiceInterface):
         return json.dumps(description)
 
     @method()
+    async def Describe(self) -> "s":
+        self._state.record("Describe")
+        await self._state.maybe_hang()
+        if self._state.describe_error is not None:
+            raise DBusError(self._state.describe_error, "simulated")
+        if self._state.describe_text is not None:
+            return self._state.describe_text
+        interfaces = []
+        for name, link in sorted(self._state.links.items(), key=lambda item: item[1].index):
+            entry: dict[str, Any] = {
+                "Index": link.index,
+                "Name": name,
+                "AdministrativeState": link.admin_state,
+            }
+            if link.network_file is not None:
+                entry["NetworkFile"] = link.network_file
+            interfaces.append(entry)
+        # 252 also lists "RoutingPolicyRules" (measured); v6gen reads only Interfaces.
+        return json.dumps({"Interfaces": interfaces, "RoutingPolicyRules": []})
+
+    @method()
     async def Reload(self) -> None:
         self._state.record("Reload")
         await self._state.maybe_hang()
 
 
 class Manager247(Manager):
-    """networkd 247: no DescribeLink. Answered here with the very error sd-bus sends (measured)
-    rather than left out, so the attempt shows up in the recorded calls."""
+    """networkd 247: no DescribeLink nor Describe. Answered here with the very error sd-bus
+    sends (measured) rather than left out, so the attempt shows up in the recorded calls."""
 
     @method()
     async def DescribeLink(self, ifindex: "i") -> "s":
@@ -126,6 +147,14 @@ class Manager247(Manager):
         raise DBusError(
             "org.freedesktop.DBus.Error.UnknownMethod",
             "Unknown method DescribeLink or interface org.freedesktop.network1.Manager.",
+        )
+
+    @method()
+    async def Describe(self) -> "s":
+        self._state.record("Describe")
+        raise DBusError(
+            "org.freedesktop.DBus.Error.UnknownMethod",
+            "Unknown method Describe or interface org.freedesktop.network1.Manager.",
         )
 
 

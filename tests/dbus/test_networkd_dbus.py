@@ -195,6 +195,55 @@ def test_describe_link_that_is_not_json_is_networkd_error(
             adapter.link("eth0")
 
 
+SHARED = {
+    **LINKS,
+    "eth1": FakeLink(4, "configured", "/run/systemd/network/10-netplan-eth0.network"),
+    "eth2": FakeLink(5, "configured", "/etc/systemd/network/20-eth2.network"),
+}
+
+
+def test_network_file_links_in_one_describe_call(system_bus: str, adapter: DBusNetworkd) -> None:
+    with running(system_bus, SHARED) as fake:
+        found = adapter.network_file_links()
+    assert found == {
+        PurePosixPath("/run/systemd/network/10-netplan-eth0.network"): frozenset({"eth0", "eth1"}),
+        PurePosixPath("/etc/systemd/network/20-eth2.network"): frozenset({"eth2"}),
+    }
+    assert fake.members() == ["Describe"]
+
+
+def test_network_file_links_without_describe_lists_links_and_reads_state_files(
+    system_bus: str, adapter: DBusNetworkd, tmp_path: Path
+) -> None:
+    links_dir = Paths(tmp_path).netif_links
+    links_dir.mkdir(parents=True)
+    for index, network_file in ((2, "/etc/systemd/network/10-en.network"), (4, None)):
+        line = f"NETWORK_FILE={network_file}\n" if network_file else ""
+        (links_dir / str(index)).write_text(f"# private\nADMIN_STATE=configured\n{line}")
+    (links_dir / "5").write_text(
+        "ADMIN_STATE=configured\nNETWORK_FILE=/etc/systemd/network/10-en.network\n"
+    )
+    with running(system_bus, SHARED, describe_link=False) as fake:
+        found = adapter.network_file_links()
+        adapter.link("eth0")
+    assert found == {
+        PurePosixPath("/etc/systemd/network/10-en.network"): frozenset({"eth0", "eth2"})
+    }
+    # UnknownMethod for Describe is remembered for DescribeLink too: they came together.
+    assert fake.members() == ["Describe", "ListLinks", "GetLinkByName"]
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", '{"Interfaces": 3}', "not json"])
+def test_describe_without_an_interfaces_list_is_networkd_error(
+    system_bus: str, adapter: DBusNetworkd, text: str
+) -> None:
+    with running(system_bus, LINKS) as fake:
+        fake.state.describe_text = text
+        with pytest.raises(NetworkdError, match="Interfaces list") as raised:
+            adapter.network_file_links()
+    assert "busctl call" in raised.value.hint
+
+
 def test_one_connection_serves_all_calls_and_close_drops_it(
     system_bus: str, adapter: DBusNetworkd
 ) -> None:

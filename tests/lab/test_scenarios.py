@@ -244,3 +244,29 @@ def test_8_forwarding_spares_other_links_and_ipv4(make_lab: MakeLab, networkd: s
     if networkd == "252":
         # networkd turned IPv4 forwarding back on: it still reads the admin's IPForward=yes.
         assert lab.sysctl("net.ipv4.ip_forward") == "1"
+
+
+@pytest.mark.parametrize("networkd", ["247", "252"])
+def test_9_network_file_matching_another_link_is_refused(make_lab: MakeLab, networkd: str) -> None:
+    """uplink0's .network also matches spare0: a drop-in for it would proxy the containers'
+    addresses, forward and take RAs on spare0 as well. 252 tells v6gen with Describe; 247 has
+    no such call, so v6gen lists the links and reads networkd's state files."""
+    lab = make_lab(networkd=networkd)
+    main = "/etc/systemd/network/10-uplink0.network"
+    own = lab.read(main)
+    lab.run("ip link add spare0 type veth peer name spare1 && ip link set spare1 up")
+    lab.write(main, own.replace("Name=uplink0\n", "Name=uplink0 spare0\n"))
+    lab.networkctl_reload()
+    assert poll(lambda: lab.link_state("spare0").get("NETWORK_FILE") == main, 10)
+    lab.compose_up(SEED)
+
+    res = lab.v6gen("sync")
+    assert res.returncode == 6, res.stdout + res.stderr
+    assert f"{main} also configures spare0" in res.stdout + res.stderr
+    assert not lab.path(DROPIN).exists()
+    assert PROBE not in lab.proxy_entries()
+
+    # Once the file configures uplink0 alone (here: spare0 gone), the same sync goes through.
+    lab.run("ip link del spare0")
+    sync(lab)
+    assert lab.lan_reachable(PROBE, within=3) is not None

@@ -157,6 +157,31 @@ def test_two_uplinks_sharing_one_network_file_both_fail() -> None:
     assert {f.uplink for f in plan.failed} == {"uplink0", "uplink1"}
 
 
+def test_an_uplink_whose_network_file_also_configures_other_links_fails() -> None:
+    """Name=en* or a catch-all: the drop-in would proxy, forward and take RAs on those too."""
+    f = facts()
+    shared = HostFacts(
+        f.default_uplink, f.links, 252, network_file_links={NET: frozenset({"uplink0", "veth1a2b"})}
+    )
+    plan = make_plan([ep()], Config(), shared)
+    assert plan.uplinks == ()
+    (failure,) = plan.failed
+    assert failure.uplink == "uplink0"
+    assert failure.message == (
+        f"{NET} also configures veth1a2b: a drop-in for uplink0 would apply there too"
+    )
+    assert failure.hint == "give uplink0 a .network file of its own (a [Match] Name= for it alone)"
+    assert plan.skipped[0].reason == "uplink uplink0 cannot be managed"
+
+
+def test_an_uplink_alone_in_its_network_file_is_planned() -> None:
+    f = facts()
+    alone = HostFacts(
+        f.default_uplink, f.links, 252, network_file_links={NET: frozenset({"uplink0"})}
+    )
+    assert [u.name for u in make_plan([ep()], Config(), alone).uplinks] == ["uplink0"]
+
+
 def test_no_default_route_and_no_config() -> None:
     plan = make_plan([ep()], Config(), HostFacts(None, {}, 252))
     assert "no IPv6 default route" in plan.skipped[0].reason

@@ -143,6 +143,17 @@ def test_networkd_unreachable_uses_configured_network_file(host: Host) -> None:
     assert not host.paths.networkd_conf_dropin.exists()
 
 
+def test_a_network_file_shared_with_another_link_is_refused_and_nothing_written(
+    host: Host,
+) -> None:
+    host.networkd.manage("eth7", "/etc/systemd/network/10-uplink0.network", index=7)
+    host.docker.items = [ep()]
+    out = engine.sync(host.ctx())
+    assert out.exit_code == ExitCode.UPLINK
+    assert not host.dropin.exists() and host.kernel.proxy == set()
+    assert host.networkd.reloads == 0
+
+
 def test_unmanaged_uplink_keeps_its_previous_state(host: Host) -> None:
     host.docker.items = [ep()]
     engine.sync(host.ctx())

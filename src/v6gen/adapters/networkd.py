@@ -106,6 +106,32 @@ class DBusNetworkd:
                 return _link_from_description(name, ifindex, str(text))
         return self._link_from_state_file(name, ifindex)
 
+    def network_file_links(self) -> dict[PurePosixPath, frozenset[str]]:
+        """Manager.Describe (one call for every link); where networkd lacks it (247), ListLinks
+        and each link's state file."""
+        found: dict[PurePosixPath, set[str]] = {}
+        if self._has_describe_link:
+            try:
+                (text,) = self._call(
+                    NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "Describe", "", [], "s"
+                )
+            except _CallFailed as e:
+                if e.name != UNKNOWN_METHOD:
+                    raise
+                self._has_describe_link = False  # Describe and DescribeLink came together
+            else:
+                for name, network_file in _interfaces_from_description(str(text)):
+                    found.setdefault(network_file, set()).add(name)
+                return {f: frozenset(names) for f, names in found.items()}
+        (links,) = self._call(
+            NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "ListLinks", "", [], "a(iso)"
+        )
+        for ifindex, name, _path in links:
+            link = self._link_from_state_file(str(name), int(ifindex))
+            if link.network_file is not None:
+                found.setdefault(link.network_file, set()).add(link.name)
+        return {f: frozenset(names) for f, names in found.items()}
+
     def reload(self) -> str | None:
         """Manager.Reload, else `networkctl reload` (returning a warning that says so);
         NetworkdError when neither worked."""
@@ -385,6 +411,30 @@ def _link_from_description(name: str, ifindex: int, text: str) -> NetworkdLink:
         if isinstance(network_file, str) and network_file
         else None,
     )
+
+
+def _interfaces_from_description(text: str) -> list[tuple[str, PurePosixPath]]:
+    """(name, NetworkFile) of every link in Manager.Describe's JSON that has a .network file."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    interfaces = data.get("Interfaces") if isinstance(data, dict) else None
+    if not isinstance(interfaces, list):
+        raise NetworkdError(
+            "systemd-networkd described its links with something other than a JSON object "
+            "holding an Interfaces list",
+            "please report it with the output of `busctl call org.freedesktop.network1 "
+            "/org/freedesktop/network1 org.freedesktop.network1.Manager Describe`",
+        )
+    out = []
+    for link in interfaces:
+        if not isinstance(link, dict):
+            continue
+        name, network_file = link.get("Name"), link.get("NetworkFile")
+        if isinstance(name, str) and name and isinstance(network_file, str) and network_file:
+            out.append((name, PurePosixPath(network_file)))
+    return out
 
 
 def _bus_address() -> str:
