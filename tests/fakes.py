@@ -78,6 +78,14 @@ class FakeKernel:
     batches: list[tuple[frozenset[ProxyKey], frozenset[ProxyKey]]] = field(default_factory=list)
     sysctl_writes: list[tuple[str, str]] = field(default_factory=list)
     ra_links: set[str] = field(default_factory=set)
+    own: dict[IPv6Address, str] = field(default_factory=dict)  # host_addresses()
+    neighbours: dict[str, dict[IPv6Address, str]] = field(default_factory=dict)
+
+    def host_addresses(self) -> dict[IPv6Address, str]:
+        return dict(self.own)
+
+    def active_neighbours(self, name: str) -> dict[IPv6Address, str]:
+        return dict(self.neighbours.get(name, {}))
 
     def uses_router_advertisements(self, name: str) -> bool:
         return name in self.ra_links

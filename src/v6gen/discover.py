@@ -153,6 +153,7 @@ def gather_host(
             managed=managed,
             accept_ra_configured=network_file is not None
             and accept_ra_configured(paths, network_file),
+            neighbours=kernel.active_neighbours(name),
         )
     users: Mapping[PurePosixPath, frozenset[str]] = {}
     if not networkd_down and any(link.managed for link in links.values()):
@@ -167,7 +168,8 @@ def gather_host(
         except NetworkdError:
             version = None
     before = frozenset(p.stem for p in paths.restore_dir.glob("*.proxy"))
-    return HostFacts(default, links, version, before, users), warnings
+    own = kernel.host_addresses() if links else {}
+    return HostFacts(default, links, version, before, users, own), warnings
 
 
 def owned_dropin_uplink(text: str) -> str | None:

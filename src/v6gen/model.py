@@ -62,6 +62,8 @@ class LinkFacts:
     managed: bool = False
     # The uplink's own config (main file or a foreign drop-in) already decides IPv6AcceptRA=.
     accept_ra_configured: bool = False
+    # LAN hosts the uplink has heard from lately: address -> link-layer address.
+    neighbours: Mapping[IPv6Address, str] = field(default_factory=dict)
 
 
 class Forwarding(enum.Enum):
@@ -93,6 +95,8 @@ class HostFacts:
     managed_before: frozenset[str] = frozenset()
     # Every link networkd configures, by .network file (empty when networkd can't be asked).
     network_file_links: Mapping[PurePosixPath, frozenset[str]] = field(default_factory=dict)
+    # Global addresses this host holds itself -> interface.
+    host_addresses: Mapping[IPv6Address, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,22 @@ def _selected(ep: Endpoint, config: Config) -> tuple[str, bool]:
     return "", True
 
 
+def _in_use(address: IPv6Address, uplink: str, link: LinkFacts, facts: HostFacts) -> str:
+    """Why someone else already answers for the address, or "": proxying it would make the
+    host claim that owner's traffic on the LAN (a container given the router's address, say)."""
+    if address in facts.host_addresses:
+        return (
+            f"this host holds {address} itself (on {facts.host_addresses[address]}): "
+            "proxying it would answer for the host's own address"
+        )
+    if address in link.neighbours:
+        return (
+            f"a LAN host answers for it on {uplink} ({link.neighbours[address]}): proxying it "
+            "would take that host's traffic; give the container another address"
+        )
+    return ""
+
+
 def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -> Plan:
     default = config.uplinks[0] if config.uplinks else facts.default_uplink
     allowed = config.allowed_uplinks(default)
@@ -158,6 +174,10 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
                 f"inside the uplink's prefix; route the network to this host or announce it "
                 f"by router advertisement instead",
             )
+            continue
+        taken = _in_use(address, uplink, link, facts)
+        if taken:
+            skip(ep, taken)
             continue
         owner = Owner(
             validate.display(ep.container),

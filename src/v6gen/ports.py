@@ -53,6 +53,15 @@ class Kernel(Protocol):
         """On-link global prefixes of the interface (from its global addresses)."""
         ...
 
+    def host_addresses(self) -> Mapping[IPv6Address, str]:
+        """Every global IPv6 address this host holds itself -> the interface it is on."""
+        ...
+
+    def active_neighbours(self, name: str) -> Mapping[IPv6Address, str]:
+        """Neighbours the link has heard from lately (reachable, or being confirmed; not stale
+        nor failed), address -> link-layer address."""
+        ...
+
     def proxy_entries(self) -> set[ProxyKey]: ...
 
     def change_proxy(self, add: Iterable[ProxyKey], delete: Iterable[ProxyKey]) -> None:

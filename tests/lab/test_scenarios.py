@@ -270,3 +270,30 @@ def test_9_network_file_matching_another_link_is_refused(make_lab: MakeLab, netw
     lab.run("ip link del spare0")
     sync(lab)
     assert lab.lan_reachable(PROBE, within=3) is not None
+
+
+def test_10_addresses_someone_else_answers_for_are_not_proxied(lab: Lab) -> None:
+    lab.compose_up(SEED)
+    # The host holds the address itself (a service bound to it on lo): proxying it would make
+    # the host answer for it twice over.
+    lab.run(f"ip -6 addr add {PROBE}/128 dev lo")
+    res = lab.v6gen("sync")
+    assert res.returncode == 0, res.stderr
+    assert (
+        f"warning: skipped {PROBE} (lab_probe_1, lab_probe-network): this host holds" in res.stderr
+    )
+    assert PROBE not in lab.proxy_entries()
+    lab.run(f"ip -6 addr del {PROBE}/128 dev lo")
+    sync(lab)
+    assert PROBE in lab.proxy_entries()
+
+    # A LAN host turns up with the same address. Set as the uplink's neighbour table holds it
+    # once that host has answered: the host itself routes the address into the docker bridge,
+    # so it would never ask for it on the LAN.
+    mac = lab.lan().run("ip -br link show dev eth0").stdout.split()[2]
+    lab.run(f"ip -6 neigh replace {PROBE} lladdr {mac} dev uplink0 nud reachable")
+    res = lab.v6gen("sync")
+    assert res.returncode == 0, res.stderr
+    assert f"a LAN host answers for it on uplink0 ({mac})" in res.stderr
+    assert PROBE not in lab.proxy_entries(), "v6gen kept answering for the LAN host's address"
+    assert PROBE not in proxied_in_dropin(lab)

@@ -182,6 +182,39 @@ def test_an_uplink_alone_in_its_network_file_is_planned() -> None:
     assert [u.name for u in make_plan([ep()], Config(), alone).uplinks] == ["uplink0"]
 
 
+def test_an_address_this_host_holds_itself_is_not_proxied() -> None:
+    f = facts()
+    own = HostFacts(f.default_uplink, f.links, 252, host_addresses={addr("2001:db8::a:71a5"): "lo"})
+    plan = make_plan([ep()], Config(), own)
+    assert plan.uplinks == () and plan.failed == ()
+    assert plan.skipped[0].reason == (
+        "this host holds 2001:db8::a:71a5 itself (on lo): proxying it would answer for the "
+        "host's own address"
+    )
+
+
+def test_an_address_a_lan_host_answers_for_is_not_proxied() -> None:
+    router = LinkFacts(
+        "uplink0",
+        True,
+        (IPv6Network("2001:db8::/64"),),
+        NET,
+        managed=True,
+        neighbours={addr("2001:db8::100"): "52:54:00:12:34:56"},
+    )
+    plan = make_plan(
+        [ep(), ep("typo", "2001:db8::100")],
+        Config(),
+        HostFacts("uplink0", {"uplink0": router}, 252),
+    )
+    assert [str(e.address) for e in plan.uplinks[0].entries] == ["2001:db8::a:71a5"]
+    (skipped,) = plan.skipped
+    assert (skipped.container, skipped.address) == ("typo", "2001:db8::100")
+    assert skipped.reason.startswith(
+        "a LAN host answers for it on uplink0 (52:54:00:12:34:56): proxying it would take"
+    )
+
+
 def test_no_default_route_and_no_config() -> None:
     plan = make_plan([ep()], Config(), HostFacts(None, {}, 252))
     assert "no IPv6 default route" in plan.skipped[0].reason

@@ -154,6 +154,19 @@ def test_a_network_file_shared_with_another_link_is_refused_and_nothing_written(
     assert host.networkd.reloads == 0
 
 
+def test_an_address_in_use_on_the_lan_loses_its_proxy_entry(host: Host) -> None:
+    """Proxied before the LAN host showed up: the next sync takes the entry away again, so the
+    real owner gets its traffic back."""
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    assert SEED in host.kernel.proxy
+    host.kernel.neighbours["uplink0"] = {SEED[1]: "52:54:00:12:34:56"}
+    out = engine.sync(host.ctx())
+    assert out.exit_code == ExitCode.OK
+    assert SEED not in host.kernel.proxy
+    assert not host.dropin.exists()  # it was the uplink's only address
+
+
 def test_unmanaged_uplink_keeps_its_previous_state(host: Host) -> None:
     host.docker.items = [ep()]
     engine.sync(host.ctx())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterable
@@ -13,6 +14,7 @@ from v6gen.errors import KernelError
 from v6gen.ports import ProxyKey
 
 _TIMEOUT = 20.0  # 10k entries in one batch take well under a second; this only bounds a hang
+_ACTIVE_STATES = {"REACHABLE", "DELAY", "PROBE", "PERMANENT"}
 
 
 class IpKernel:
@@ -90,6 +92,34 @@ class IpKernel:
         return any(
             r.get("protocol") == "ra" for r in self._json("-6", "route", "show", "dev", name)
         )
+
+    def host_addresses(self) -> dict[IPv6Address, str]:
+        found: dict[IPv6Address, str] = {}
+        for link in self._json("-6", "addr", "show", "scope", "global"):
+            for info in link.get("addr_info", []):
+                local, name = info.get("local"), link.get("ifname")
+                if (
+                    info.get("family") == "inet6"
+                    and isinstance(local, str)
+                    and isinstance(name, str)
+                ):
+                    with contextlib.suppress(ValueError):
+                        found.setdefault(IPv6Address(local), name)
+        return found
+
+    def active_neighbours(self, name: str) -> dict[IPv6Address, str]:
+        found: dict[IPv6Address, str] = {}
+        for n in self._json("-6", "neigh", "show", "dev", name):
+            states = n.get("state", [])
+            # STALE may be hours old (below gc_thresh1 the kernel never collects it): an address
+            # that moved from a LAN host into a container must not be refused for that.
+            if not isinstance(states, list) or not set(states) & _ACTIVE_STATES:
+                continue
+            dst, lladdr = n.get("dst"), n.get("lladdr", "")
+            if isinstance(dst, str):
+                with contextlib.suppress(ValueError):
+                    found[IPv6Address(dst)] = str(lladdr)
+        return found
 
     def proxy_entries(self) -> set[ProxyKey]:
         entries: set[ProxyKey] = set()
