@@ -7,7 +7,8 @@ have been quiet for `settle` seconds (never longer than `reload_max`): a `compos
 services takes several seconds of events, and would otherwise reload networkd after every
 sync (measured in the lab: 5-7 reloads for 50 containers). When dockerd goes away the files
 and kernel entries stay as they are; the watcher reconnects with backoff and resyncs. SIGHUP
-forces a resync; SIGTERM and SIGINT end it cleanly, after any owed reload.
+rereads the configuration and forces a resync (from a Docker the new configuration names, if it
+names another); SIGTERM and SIGINT end it cleanly, after any owed reload.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ _LOST, _EVENT, _HUP, _STOP = "lost", "event", "hup", "stop"
 class Watcher:
     """`resync(reason)` runs one sync; it returns True when it wrote networkd files and left the
     reload to `reload()`, which the watcher calls once the burst has settled: right after the
-    sync for reasons other than "events", before reconnecting, and before it stops."""
+    sync for reasons other than "events", before reconnecting, and before it stops.
+    `reconfigure()` rereads the configuration on SIGHUP, also while Docker is away; it returns
+    True when Docker is now to be asked elsewhere, and the event stream is then opened anew
+    (through `subscribe`, which must follow the new settings) before the resync."""
 
     def __init__(
         self,
@@ -56,6 +60,7 @@ class Watcher:
         notifier: Notifier | None = None,
         timing: Timing = Timing(),
         reload: Callable[[], None] | None = None,
+        reconfigure: Callable[[], bool] | None = None,
     ) -> None:
         self._subscribe = subscribe
         self._resync = resync
@@ -63,6 +68,7 @@ class Watcher:
         self._notifier = notifier or Notifier("")
         self._timing = timing
         self._reload = reload
+        self._reconfigure = reconfigure
         self._owed_since: float | None = None  # monotonic time of the first unreloaded sync
         self._reload_at: float | None = None  # when the owed reload is due
         # (kind, payload, generation): the generation tells the current stream's messages from
@@ -214,10 +220,22 @@ class Watcher:
                 kind, payload = self._coalesce()
                 if kind in (_STOP, _LOST):
                     self._queue.put((kind, payload, -1))  # handle it after this sync
+            if kind == _HUP and self._hup():
+                return  # the run loop subscribes to the new Docker and resyncs from it
             if not self._sync("hup" if kind == _HUP else "events"):
                 return
             if interval is not None:
                 self._notifier.send(watchdog="1")
+
+    def _hup(self) -> bool:
+        """Reread the configuration; True when the event stream must be opened anew."""
+        if self._reconfigure is None:
+            return False
+        try:
+            return self._reconfigure()
+        except V6genError as exc:
+            self._log(f"config not reloaded, keeping the previous one: {exc.message}")
+            return False
 
     def _coalesce(self) -> tuple[str, Any]:
         """Swallow the rest of a burst; return anything that ended it early (kind, payload)."""
@@ -248,6 +266,7 @@ class Watcher:
                 self._queue.put((kind, payload, -1))
                 return
             if kind == _HUP:
+                self._hup()  # try again at once, with whatever the configuration says now
                 return
             # Events or the end of the stream just given up: no reason to retry early.
 
@@ -263,23 +282,27 @@ def serve(
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
-    from v6gen.errors import ConfigError
     from v6gen.paths import Paths
 
     paths = Paths(Path("/"))
     source = config_path or paths.config
     current = config_mod.load(source, explicit=config_path is not None)
-    docker = DockerAPI(current.docker_host, current.docker_timeout)
+    endpoint = (current.docker_host, current.docker_timeout)
+    docker = DockerAPI(*endpoint)
     kernel = IpKernel()
 
+    def reconfigure() -> bool:
+        nonlocal current, docker, endpoint
+        log("SIGHUP: rereading the config, full resync")
+        current = config_mod.load(source, explicit=config_path is not None)
+        if (current.docker_host, current.docker_timeout) == endpoint:
+            return False
+        endpoint = (current.docker_host, current.docker_timeout)
+        docker = DockerAPI(*endpoint)
+        log(f"following Docker at {current.docker_host or 'its default socket'} from now on")
+        return True
+
     def resync(reason: str) -> bool:
-        nonlocal current
-        if reason == "hup":
-            log("SIGHUP: rereading the config, full resync")
-            try:
-                current = config_mod.load(source, explicit=config_path is not None)
-            except ConfigError as exc:
-                log(f"config not reloaded, keeping the previous one: {exc.message}")
         # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
         # reload is left to the Watcher (the marker keeps it owed even if watch is killed).
         with DBusNetworkd(paths) as networkd:
@@ -297,7 +320,7 @@ def serve(
         for detour in detours:
             log(f"warning: {detour}")
 
-    watcher = Watcher(docker.events, resync, log, Notifier(), timing, reload)
+    watcher = Watcher(lambda: docker.events(), resync, log, Notifier(), timing, reload, reconfigure)
     watcher.install_signal_handlers()
     log("watching Docker events")
     watcher.run()

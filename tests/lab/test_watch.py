@@ -326,6 +326,29 @@ def test_4_signals_lock_and_concurrent_sync(
     assert not notify.times("WATCHDOG"), "WATCHDOG=1 sent without WATCHDOG_USEC"
 
 
+def test_4b_sighup_follows_a_corrected_docker_host(lab: Lab, notify: NotifySocket) -> None:
+    """The admin started watch with a wrong docker_host and fixes it: SIGHUP must make watch
+    ask the right Docker, at once, not keep retrying the old socket."""
+    create_network(lab, NET, SUBNET)
+    a = addr(0)
+    start(lab, create_container(lab, "waiting", NET, a))
+    lab.write("/etc/v6gen/config.yaml", "docker_host: unix:///run/no-docker-here.sock\n")
+    with WatchProc(lab, notify=notify) as proc:
+        proc.wait_ready()  # READY=1 while Docker is away, too
+        assert proc.wait_for(r"docker unreachable", 5), proc.text()
+        assert a not in lab.proxy_entries()
+        lab.write("/etc/v6gen/config.yaml", "docker_host: unix:///run/docker.sock\n")
+        mark = proc.mark()
+        proc.signal(signal.SIGHUP)
+        assert proc.wait_for(r"following Docker at unix:///run/docker.sock", 5, since=mark)
+        assert poll(lambda: a in lab.proxy_entries(), 5), proc.text()
+        # And it follows that Docker's events from then on.
+        b = addr(1)
+        start(lab, create_container(lab, "later", NET, b))
+        assert poll(lambda: b in lab.proxy_entries(), 5), proc.text()
+        assert proc.stop() == 0
+
+
 def test_5_sd_notify_ready_and_watchdog(lab: Lab, notify: NotifySocket, report: Report) -> None:
     # A container for the first sync to proxy, and that sync held back by the lock: READY=1
     # must wait for it.

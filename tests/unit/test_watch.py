@@ -38,15 +38,30 @@ class FakeStream:
 
 
 class Harness:
-    def __init__(self, fail_subscribes: int = 0) -> None:
+    def __init__(self, fail_subscribes: int = 0, timing: Timing = FAST) -> None:
         self.streams: list[FakeStream] = []
         self.reasons: list[str] = []
         self.logs: list[str] = []
         self.fail_subscribes = fail_subscribes
         self.sync_error: V6genError | None = None
         self.synced = threading.Event()
-        self.watcher = Watcher(self.subscribe, self.resync, self.logs.append, timing=FAST)
+        # What reconfigure() answers (True: Docker moved), or raises; and how often it ran.
+        self.moved: bool | V6genError = False
+        self.reconfigures = 0
+        self.watcher = Watcher(
+            self.subscribe,
+            self.resync,
+            self.logs.append,
+            timing=timing,
+            reconfigure=self.reconfigure,
+        )
         self.thread = threading.Thread(target=self.watcher.run, daemon=True)
+
+    def reconfigure(self) -> bool:
+        self.reconfigures += 1
+        if isinstance(self.moved, V6genError):
+            raise self.moved
+        return self.moved
 
     def subscribe(self) -> FakeStream:
         if self.fail_subscribes:
@@ -114,6 +129,44 @@ def test_hup_forces_a_resync() -> None:
         h.watcher.hup()
         h.wait_syncs(2)
         assert h.reasons[1] == "hup"
+
+
+def test_hup_that_moves_docker_resubscribes_before_the_resync() -> None:
+    with Harness() as h:
+        h.wait_syncs(1)
+        h.moved = True
+        h.watcher.hup()
+        h.wait_syncs(2)
+        assert h.reconfigures == 1
+        assert h.reasons == ["start", "reconnect"]  # one full sync, from the new stream
+        assert len(h.streams) == 2 and h.streams[0].closed
+
+
+def test_hup_with_a_broken_config_keeps_the_old_one_and_resyncs() -> None:
+    from v6gen.errors import ConfigError
+
+    with Harness() as h:
+        h.wait_syncs(1)
+        h.moved = ConfigError("/etc/v6gen/config.yaml:3: bad", "")
+        h.watcher.hup()
+        h.wait_syncs(2)
+        assert h.reasons == ["start", "hup"] and len(h.streams) == 1
+        assert any("config not reloaded, keeping the previous one" in line for line in h.logs)
+
+
+def test_hup_while_docker_is_away_rereads_the_config_and_retries_at_once() -> None:
+    """A wrong docker_host corrected by the admin: the retry must not wait out the backoff,
+    nor keep asking the old place."""
+    slow = Timing(backoff_min=30, backoff_max=30)
+    with Harness(fail_subscribes=1, timing=slow) as h:
+        deadline = time.monotonic() + 5
+        while not any("docker unreachable" in line for line in h.logs):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        h.moved = True
+        h.watcher.hup()
+        h.wait_syncs(1, timeout=5)
+        assert h.reconfigures == 1 and h.reasons == ["reconnect"]
 
 
 def test_docker_gone_during_sync_reconnects() -> None:
