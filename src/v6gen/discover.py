@@ -131,7 +131,7 @@ def gather_host(
         if not kernel.link_exists(name):
             links[name] = LinkFacts(name, exists=False)
             continue
-        managed, network_file = False, None
+        managed, network_file, admin_state = False, None, ""
         if not networkd_down:
             try:
                 info = networkd.link(name)
@@ -140,7 +140,7 @@ def gather_host(
                 warnings.append(f"cannot ask networkd about links: {exc.message}")
             else:
                 if info is not None:
-                    network_file = info.network_file
+                    network_file, admin_state = info.network_file, info.admin_state
                     managed = info.admin_state not in ("unmanaged", "") and network_file is not None
         if name in config.network_files:
             # The admin's word wins: networkd may be unreachable or mid-reconfiguration.
@@ -154,6 +154,7 @@ def gather_host(
             accept_ra_configured=network_file is not None
             and accept_ra_configured(paths, network_file),
             neighbours=kernel.active_neighbours(name),
+            admin_state=admin_state,
         )
     users: Mapping[PurePosixPath, frozenset[str]] = {}
     if not networkd_down and any(link.managed for link in links.values()):

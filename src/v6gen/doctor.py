@@ -89,6 +89,19 @@ def _uplinks(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:
                     f"check `networkctl status {name}`",
                 )
             )
+        elif link.admin_state == "failed":
+            # networkd gave up on the link (seen on 247.3 after a quick flap: "Could not set
+            # route"): the drop-in is not applied and networkd re-adds no entry after a flap.
+            out.append(
+                Check(
+                    f"uplink {name}",
+                    Level.FAIL,
+                    f"systemd-networkd failed to configure it ({link.network_file}): v6gen's "
+                    "drop-in is not in effect",
+                    f"see `networkctl status {name}` and `journalctl -u systemd-networkd`; "
+                    f"then `networkctl reconfigure {name}`",
+                )
+            )
         else:
             prefixes = ", ".join(map(str, link.prefixes)) or "no global prefix"
             out.append(

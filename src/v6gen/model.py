@@ -64,6 +64,7 @@ class LinkFacts:
     accept_ra_configured: bool = False
     # LAN hosts the uplink has heard from lately: address -> link-layer address.
     neighbours: Mapping[IPv6Address, str] = field(default_factory=dict)
+    admin_state: str = ""  # networkd's AdministrativeState ("configured", "failed", ...)
 
 
 class Forwarding(enum.Enum):

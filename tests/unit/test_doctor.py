@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,15 @@ def test_an_uplink_that_does_not_forward_itself_fails(host: Host) -> None:
     assert level is Level.FAIL and message.startswith("net.ipv6.conf.uplink0.forwarding is 0")
     engine.sync(host.ctx())
     assert levels(host)["forwarding"][0] is Level.OK
+
+
+def test_an_uplink_networkd_failed_to_configure_fails(host: Host) -> None:
+    engine.sync(host.ctx())
+    link = host.networkd.links["uplink0"]
+    host.networkd.links["uplink0"] = replace(link, admin_state="failed")
+    level, message = levels(host)["uplink uplink0"]
+    assert level is Level.FAIL
+    assert message.startswith("systemd-networkd failed to configure it")
 
 
 def test_stale_entry_is_reported(host: Host) -> None:
