@@ -34,7 +34,7 @@ def test_manual_proxy_makes_container_reachable(make_lab: MakeLab, networkd: str
     assert not lab.lan_ping(PROBE)
 
 
-@pytest.mark.parametrize("networkd", ["252", "247"])
+@pytest.mark.parametrize("networkd", ["252", "247", "257"])
 def test_networkd_applies_dropin_and_restores_after_flap(make_lab: MakeLab, networkd: str) -> None:
     """What networkd does on its own, dispatcher stopped.
 

@@ -88,7 +88,7 @@ def test_2_removed_container_is_unproxied(lab: Lab) -> None:
     assert not lab.lan_ping(PROBE)
 
 
-@pytest.mark.parametrize("networkd", ["247", "252"])
+@pytest.mark.parametrize("networkd", ["247", "252", "257"])
 def test_3_flap_hook_restores_reachability(make_lab: MakeLab, networkd: str) -> None:
     lab = make_lab(networkd=networkd)
     lab.compose_up(SEED)
