@@ -58,9 +58,11 @@ lab-deb: $(STAMP) deps
 lab-installed:
 	V6GEN_LAB_INSTALLED=1 debian/tests/lab -q
 
+# Debian's python first: it installs the packaged libraries (python3-typer, ...) that the fault
+# tier's unprivileged runs of /usr/bin/python3 -m v6gen need too.
 test: deps $(STAMP) lint typecheck
-	$(PY) -m pytest -q tests
 	debian/tests/run-system-python -q
+	$(PY) -m pytest -q tests
 
 bench: $(STAMP) deps
 	$(PY) -m bench
