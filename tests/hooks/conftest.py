@@ -31,7 +31,7 @@ from v6gen.paths import Paths
 UPLINK = "up0"
 PEER = "peer0"  # the other end of the veth: an interface v6gen does not manage
 LOG_LINE = re.compile(
-    r"v6gen-hook: (?P<iface>\S+) (?P<state>\S+): restored (?P<n>\d+) proxy entries "
+    r"v6gen-hook: (?P<iface>\S+) (?P<state>\S+): restored (?P<n>\d+|\?) proxy entries "
     r"in (?P<ms>\d+\.\d) ms(?P<notes>.*)"
 )
 
