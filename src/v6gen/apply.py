@@ -139,6 +139,16 @@ def compute(
     }
 
     old_state, warnings = state_mod.load(paths.state_file, paths.restore_dir)
+    if (
+        paths.networkd_conf_dropin in remove
+        and "IPv6Forwarding=" in remove[paths.networkd_conf_dropin]
+    ):
+        # networkd reads networkd.conf only when it starts; a reload keeps the old setting.
+        warnings.append(
+            f"removing {paths.host_path(paths.networkd_conf_dropin)} (an earlier v6gen's "
+            "manager-wide IPv6Forwarding=yes): networkd keeps it, and router advertisements "
+            "stay off on its other links, until `systemctl restart systemd-networkd`"
+        )
     # Hooks follow the restore data: wanted while any uplink has (or keeps) entries. Checked
     # on every sync, so an upgraded hook rolls out even when nothing else changed.
     want_hooks = install_hooks and bool(plan.uplinks or plan.failed)

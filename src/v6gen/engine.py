@@ -56,9 +56,9 @@ def _facts(ctx: Context) -> tuple[HostFacts, list[str]]:
 
 def _shared_files_plan(plan: Plan, paths: Paths, owned: Mapping[Path, str]) -> Plan:
     """The plan as render() needs it. An uplink that failed this time keeps what it had in the
-    files all uplinks share (sysctl.d, networkd.conf.d); one that never had anything (no restore
-    file of ours) must not gain anything there, or a container label naming an unmanaged uplink
-    would change the host's configuration."""
+    file all uplinks share (sysctl.d); one that never had anything (no restore file of ours)
+    must not gain anything there, or a container label naming an unmanaged uplink would change
+    the host's configuration."""
     kept = tuple(f for f in plan.failed if paths.restore_file(f.uplink) in owned)
     return plan if kept == plan.failed else replace(plan, failed=kept)
 

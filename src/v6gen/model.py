@@ -62,7 +62,7 @@ class LinkFacts:
     managed: bool = False
     # The uplink's own config (main file or a foreign drop-in) already decides IPv6AcceptRA=.
     accept_ra_configured: bool = False
-    # LAN hosts the uplink has heard from lately: address -> link-layer address.
+    # LAN hosts with a static or reachable neighbour entry on the uplink: address -> lladdr.
     neighbours: Mapping[IPv6Address, str] = field(default_factory=dict)
     admin_state: str = ""  # networkd's AdministrativeState ("configured", "failed", ...)
 

@@ -109,9 +109,10 @@ def _in_use(address: IPv6Address, uplink: str, link: LinkFacts, facts: HostFacts
             "proxying it would answer for the host's own address"
         )
     if address in link.neighbours:
+        lladdr = link.neighbours[address]
         return (
-            f"a LAN host answers for it on {uplink} ({link.neighbours[address]}): proxying it "
-            "would take that host's traffic; give the container another address"
+            f"a LAN host answers for it on {uplink}{f' ({lladdr})' if lladdr else ''}: proxying "
+            "it would take that host's traffic; give the container another address"
         )
     return ""
 

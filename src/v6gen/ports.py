@@ -58,8 +58,8 @@ class Kernel(Protocol):
         ...
 
     def active_neighbours(self, name: str) -> Mapping[IPv6Address, str]:
-        """Neighbours the link has heard from lately (reachable, or being confirmed; not stale
-        nor failed), address -> link-layer address."""
+        """Neighbours with a static, reachable or being-confirmed entry on the link (not stale
+        nor failed), address -> link-layer address ("" when the entry has none)."""
         ...
 
     def proxy_entries(self) -> set[ProxyKey]: ...

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv6Network
 from pathlib import PurePosixPath
 
@@ -213,6 +214,12 @@ def test_an_address_a_lan_host_answers_for_is_not_proxied() -> None:
     assert skipped.reason.startswith(
         "a LAN host answers for it on uplink0 (52:54:00:12:34:56): proxying it would take"
     )
+    # A neighbour without a link-layer address (a point-to-point uplink) is named without one.
+    bare = replace(router, neighbours={addr("2001:db8::100"): ""})
+    plan = make_plan(
+        [ep("typo", "2001:db8::100")], Config(), HostFacts("uplink0", {"uplink0": bare}, 252)
+    )
+    assert plan.skipped[0].reason.startswith("a LAN host answers for it on uplink0: proxying")
 
 
 def test_no_default_route_and_no_config() -> None:

@@ -220,6 +220,9 @@ def test_an_earlier_versions_networkd_conf_dropin_is_removed(host: Host) -> None
     assert out.exit_code == ExitCode.OK
     assert not conf.exists()
     assert host.networkd.reloads == 1
+    (warning,) = [w for w in out.warnings if "networkd.conf.d" in w]
+    assert "until `systemctl restart systemd-networkd`" in warning
+    assert not [w for w in engine.sync(host.ctx()).warnings if "networkd.conf.d" in w]
 
 
 def test_accept_ra_left_alone_when_uplink_config_decides(host: Host) -> None:
