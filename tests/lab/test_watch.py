@@ -432,11 +432,11 @@ def test_6_unit_sandbox(lab: Lab, notify: NotifySocket) -> None:
         assert proc.stop() == 0
 
 
-def test_6b_unit_sandbox_systemd_256_without_networkd_conf_d(
-    lab: Lab, notify: NotifySocket
-) -> None:
+def test_6b_unit_sandbox_on_a_host_without_networkd_conf_d(lab: Lab, notify: NotifySocket) -> None:
+    # 256: the drop-in's per-link IPv6Forwarding=. The unit names networkd.conf.d in
+    # ReadWritePaths= (only to remove an earlier v6gen's file), optionally: a stock Debian has
+    # no such directory, and the lab mounts a tmpfs there.
     lab.write("/etc/v6gen/config.yaml", "systemd_version: 256\n")
-    # The lab mounts a tmpfs there; a stock Debian has no such directory.
     lab.run("umount /etc/systemd/networkd.conf.d && rmdir /etc/systemd/networkd.conf.d")
     proc, before, after = _watch_in_unit_sandbox(lab, notify)
     with proc:
