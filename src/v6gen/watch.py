@@ -289,20 +289,30 @@ def serve(
     current = config_mod.load(source, explicit=config_path is not None)
     endpoint = (current.docker_host, current.docker_timeout)
     docker = DockerAPI(*endpoint)
+    retired: list[DockerAPI] = []  # replaced clients, closed once their event stream is
     kernel = IpKernel()
 
     def reconfigure() -> bool:
         nonlocal current, docker, endpoint
-        log("SIGHUP: rereading the config, full resync")
+        log("SIGHUP: rereading the config")
         current = config_mod.load(source, explicit=config_path is not None)
         if (current.docker_host, current.docker_timeout) == endpoint:
             return False
         endpoint = (current.docker_host, current.docker_timeout)
+        retired.append(docker)
         docker = DockerAPI(*endpoint)
         log(f"following Docker at {current.docker_host or 'its default socket'} from now on")
         return True
 
+    def subscribe() -> EventStream:
+        # Called once the previous stream is closed: the clients it came from can go now.
+        while retired:
+            retired.pop().close()
+        return docker.events()
+
     def resync(reason: str) -> bool:
+        if reason == "hup":
+            log("SIGHUP: full resync")
         # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
         # reload is left to the Watcher (the marker keeps it owed even if watch is killed).
         with DBusNetworkd(paths) as networkd:
@@ -320,7 +330,7 @@ def serve(
         for detour in detours:
             log(f"warning: {detour}")
 
-    watcher = Watcher(lambda: docker.events(), resync, log, Notifier(), timing, reload, reconfigure)
+    watcher = Watcher(subscribe, resync, log, Notifier(), timing, reload, reconfigure)
     watcher.install_signal_handlers()
     log("watching Docker events")
     watcher.run()

@@ -346,6 +346,12 @@ def test_4b_sighup_follows_a_corrected_docker_host(lab: Lab, notify: NotifySocke
         b = addr(1)
         start(lab, create_container(lab, "later", NET, b))
         assert poll(lambda: b in lab.proxy_entries(), 5), proc.text()
+        assert not proc.count(r"SIGHUP: full resync")  # it resubscribed instead
+        # Same Docker: no resubscribing, a plain resync.
+        mark = proc.mark()
+        proc.signal(signal.SIGHUP)
+        assert proc.wait_for(r"SIGHUP: full resync", 5, since=mark), proc.text()
+        assert proc.count(r"following Docker at") == 1
         assert proc.stop() == 0
 
 
