@@ -177,8 +177,9 @@ def _forwarding(ctx: engine.Context, plan: Plan) -> list[Check]:
     names = [u.name for u in plan.uplinks]
     off = [n for n in names if kernel.read_sysctl(forwarding_key(n)) == "0"]
     if off:
+        keys = ", ".join(f"net.ipv6.conf.{n}.forwarding" for n in off)
         why = (
-            f"net.ipv6.conf.{off[0]}.forwarding is 0: the kernel sends no neighbour "
+            f"{keys} {'is' if len(off) == 1 else 'are'} 0: the kernel sends no neighbour "
             "advertisement for proxied addresses there"
         )
         hint = (

@@ -63,6 +63,19 @@ def test_an_uplink_that_does_not_forward_itself_fails(host: Host) -> None:
     assert levels(host)["forwarding"][0] is Level.OK
 
 
+def test_every_uplink_that_does_not_forward_is_named(host: Host) -> None:
+    plan = engine.sync(host.ctx()).plan
+    second = replace(plan.uplinks[0], name="uplink1")
+    plan = replace(plan, uplinks=(*plan.uplinks, second))
+    sysctls = host.kernel.sysctls
+    sysctls["net/ipv6/conf/uplink0/forwarding"] = sysctls["net/ipv6/conf/uplink1/forwarding"] = "0"
+    (check,) = doctor._forwarding(host.ctx(), plan)
+    assert check.level is Level.FAIL
+    assert check.message.startswith(
+        "net.ipv6.conf.uplink0.forwarding, net.ipv6.conf.uplink1.forwarding are 0:"
+    )
+
+
 def test_an_uplink_networkd_failed_to_configure_fails(host: Host) -> None:
     engine.sync(host.ctx())
     link = host.networkd.links["uplink0"]
