@@ -179,6 +179,7 @@ class ProxyTable:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
         self._sock.bind((0, 0))
+        self._sock.settimeout(5)  # the kernel answers in microseconds: a lost answer is an error
         self._seq = 0
 
     def close(self) -> None:
