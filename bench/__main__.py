@@ -62,6 +62,7 @@ def _calls_ok(r: dict[str, Any]) -> bool | None:
 ROWS = (
     Row("hook_restore_1000_ms", "hook: 1,000 entries back after a flap", "ms", "<= 30",
         _le("hook_restore_1000_ms", 30)),
+    Row("ip_batch_floor_1000_ms", "  floor: the same file to a bare `ip -6 -batch`", "ms"),
     Row("seed_loop_1000_ms", "seed recipe: one `ip neigh add` per address", "ms"),
     Row("hook_vs_seed_ratio", "seed loop / hook", "x", ">= 50",
         lambda r: None if r.get("hook_vs_seed_ratio") is None else r["hook_vs_seed_ratio"] >= 50),
