@@ -324,6 +324,7 @@ def test_bounded_time_with_a_hung_ip_a_hung_awk_and_a_held_lock(make_lab: MakeLa
 
     rc, err, took = results["ip"]
     assert rc == 0
+    assert err.startswith("v6gen-hook: up0 carrier: restored ? proxy entries in "), err
     assert err.endswith("; ip timed out after 4 s"), err
     assert 3.5 < took < 7
 
@@ -371,6 +372,34 @@ def test_awk_cut_short_hands_ip_only_whole_lines(lab: Lab, body: str, why: str) 
     assert restored, "the lines awk did pass on are restored"
     assert restored < set(addrs)
     assert lab.proxies(PEER) == set()
+
+
+def test_ip_ending_early_is_blamed_not_the_awk_it_leaves_writing(lab: Lab) -> None:
+    """ip gone (crashed, or missing): awk, still writing, dies of SIGPIPE. That is ip's fault,
+    and its error is what the line reports."""
+    managed(lab, [f"2001:db8::{i:x}" for i in range(1, 20001)])  # ~1 MB: far beyond a pipe
+    lab.shim("ip", 'echo "ip: out of luck" >&2; exit 3')
+
+    run = lab.run_hook()
+
+    assert run.line["n"] == "?"
+    assert run.line["notes"] == "; ip exit 3 before it had read everything: ip: out of luck"
+
+
+def test_awks_summary_after_half_an_ip_error_line_is_still_read(lab: Lab) -> None:
+    """ip writes an error message in pieces; awk's summary can land in the middle of one."""
+    # ~1 MB, far beyond a pipe: awk can only finish once ip, started after the first half of
+    # its message, has read nearly all; the second half comes once awk has exited.
+    managed(lab, [f"2001:db8::{i:x}" for i in range(1, 20001)])
+    real = lab.bin / "ip-real"
+    body = f"printf 'Error: half' >&2\n{real} \"$@\"\nsleep 0.3\nprintf ' a line.\\n' >&2\nexit 1"
+    lab.shim("ip", body)
+
+    run = lab.run_hook()
+
+    assert run.line["n"] == "0"  # exit 1 and no "Command failed": nothing counted as restored
+    assert run.line["notes"] == "; ip exit 1, 0 of 20000 failed: Error: half"
+    assert len(lab.proxies()) == 20000
 
 
 def _sync_lock(lab: Lab) -> Path:
