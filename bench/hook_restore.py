@@ -159,6 +159,8 @@ def run(workdir: Path) -> Section:
                 err = proc.stderr.read() if proc.stderr else ""
                 if t_all is None or not exited:
                     raise RuntimeError(f"{name}: entries not restored; stderr {err!r}")
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{name}: exit {proc.returncode}; stderr {err!r}")
                 return (t_all - t0) * 1000, (exited[0] - t0) * 1000, err
 
             for n in range(HOOK_TRIALS):  # interleaved, so drift hits both alike
@@ -171,7 +173,10 @@ def run(workdir: Path) -> Section:
                 if m.group(3).strip():
                     hook_notes.add(m.group(3).strip("; \n"))
                 hook_self.append(float(m.group(2)))
-                floor.append(trial(floor_argv, f"ip -batch trial {n}")[0])
+                present, _, err = trial(floor_argv, f"ip -batch trial {n}", hook_env)
+                if err.strip():
+                    raise RuntimeError(f"bare ip -batch complained: {err!r}")
+                floor.append(present)
             log(
                 f"hook: median {median(hook_present):.1f} ms to all {N} present; "
                 f"bare ip -batch {median(floor):.1f} ms"
@@ -200,7 +205,10 @@ def run(workdir: Path) -> Section:
         hook_restore_1000_exit_ms=rnd(median(hook_exit), 1),
         hook_restore_1000_self_reported_ms=rnd(median(hook_self), 1),
         ip_batch_floor_1000_ms=rnd(median(floor), 1),
-        hook_over_ip_batch_ms=rnd(h - median(floor), 1),
+        # Trials alternate, so pair each hook trial with the floor trial after it.
+        hook_over_ip_batch_ms=rnd(
+            median([a - b for a, b in zip(hook_present, floor, strict=True)]), 1
+        ),
         process_spawn_overhead_ms=rnd(median(spawn), 2),
     )
     sec.detail.update(
