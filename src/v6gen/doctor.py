@@ -183,8 +183,8 @@ def _forwarding(ctx: engine.Context, plan: Plan) -> list[Check]:
             "advertisement for proxied addresses there"
         )
         hint = (
-            "run `v6gen sync`; if it comes back, look for IPv6Forwarding=no in the uplink's "
-            ".network file or in networkd.conf"
+            "run `v6gen sync`; if it comes back, look for IPv6Forwarding=no in "
+            f"{'its' if len(off) == 1 else 'their'} .network file or in networkd.conf"
         )
         return [Check("forwarding", Level.FAIL, why, hint)]
     on = f", and on {', '.join(names)}" if names else ""
