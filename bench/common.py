@@ -169,6 +169,12 @@ _NDMSG = struct.Struct("=BBHiHBB")
 _RTA = struct.Struct("=HH")
 
 
+def _errno(data: bytes, off: int) -> int:
+    """The (negative) error of the NLMSG_ERROR message at off; 0 is an acknowledgement."""
+    (err,) = struct.unpack_from("=i", data, off + _NLMSG.size)
+    return int(err)
+
+
 class ProxyTable:
     """Dumps the proxy neighbour table of one network namespace over rtnetlink, the same
     request `ip -6 neigh show proxy` sends, without starting a process (~0.1 ms for a few
@@ -199,23 +205,28 @@ class ProxyTable:
                           self._seq, 0)  # fmt: skip
         self._sock.send(hdr + body)
         found: set[tuple[int, str]] = set()
+        for mtype, data, off, length in self._replies(1 << 20):
+            if mtype == NLMSG_DONE:
+                return found
+            if mtype == NLMSG_ERROR:
+                if err := _errno(data, off):
+                    raise OSError(-err, "netlink neighbour dump failed")
+                return found
+            if mtype == RTM_NEWNEIGH:
+                self._parse(data, off, length, found)
+        raise AssertionError("unreachable")  # _replies never ends
+
+    def _replies(self, bufsize: int) -> Iterator[tuple[int, bytes, int, int]]:
+        """(type, buffer, offset, length) of each message answering the last request."""
         while True:
-            data = self._sock.recv(1 << 20)
+            data = self._sock.recv(bufsize)
             off = 0
             while off + _NLMSG.size <= len(data):
                 length, mtype, _flags, seq, _pid = _NLMSG.unpack_from(data, off)
                 if length < _NLMSG.size:
-                    return found
+                    break
                 if seq == self._seq:
-                    if mtype == NLMSG_DONE:
-                        return found
-                    if mtype == NLMSG_ERROR:
-                        (err,) = struct.unpack_from("=i", data, off + _NLMSG.size)
-                        if err:
-                            raise OSError(-err, "netlink neighbour dump failed")
-                        return found
-                    if mtype == RTM_NEWNEIGH:
-                        self._parse(data, off, length, found)
+                    yield mtype, data, off, length
                 off += (length + 3) & ~3
 
     @staticmethod
@@ -243,22 +254,15 @@ class ProxyTable:
         body += _RTA.pack(_RTA.size + len(dst), NDA_DST) + dst
         hdr = _NLMSG.pack(_NLMSG.size + len(body), RTM_GETNEIGH, NLM_F_REQUEST, self._seq, 0)
         self._sock.send(hdr + body)
-        while True:
-            data = self._sock.recv(1 << 16)
-            off = 0
-            while off + _NLMSG.size <= len(data):
-                length, mtype, _flags, seq, _pid = _NLMSG.unpack_from(data, off)
-                if length < _NLMSG.size:
-                    break
-                if seq == self._seq:
-                    if mtype == RTM_NEWNEIGH:
-                        return True
-                    if mtype == NLMSG_ERROR:
-                        (err,) = struct.unpack_from("=i", data, off + _NLMSG.size)
-                        if err == -errno.ENOENT:
-                            return False
-                        raise OSError(-err, "netlink neighbour lookup failed")
-                off += (length + 3) & ~3
+        for mtype, data, off, _length in self._replies(1 << 16):
+            if mtype == RTM_NEWNEIGH:
+                return True
+            if mtype == NLMSG_ERROR:
+                err = _errno(data, off)
+                if err == -errno.ENOENT:
+                    return False
+                raise OSError(-err, "netlink neighbour lookup failed")
+        raise AssertionError("unreachable")
 
     def count(self, ifindex: int) -> int:
         return sum(1 for i, _ in self.entries() if i == ifindex)
