@@ -29,6 +29,7 @@ SEED_TRIALS = 5
 UPLINK = "uplink0"
 HOOK_PATH = "/run/bench/50-v6gen"
 ADDR_FILE = "/run/bench/addresses"
+DATA_FILE = f"/var/lib/v6gen/uplinks/{UPLINK}.proxy"  # the fixed path the hook reads
 SELF_MS = re.compile(r"restored (\d+) proxy entries in ([0-9.]+) ms(.*)")
 SETUP = f"""
 set -e
@@ -63,7 +64,7 @@ def restore_files(addrs: list[str]) -> dict[str, str]:
     paths = Paths(Path("/"))
     files = render.render(plan, paths)
     return {
-        "/var/lib/v6gen/uplinks/uplink0.proxy": files[paths.restore_file(UPLINK)],
+        DATA_FILE: files[paths.restore_file(UPLINK)],
         "/etc/sysctl.d/50-v6gen.conf": files[paths.sysctl_dropin],
     }
 
@@ -126,14 +127,7 @@ def run(workdir: Path) -> Section:
         }  # fmt: skip
         hook_argv = [*enter, HOOK_PATH]
         # The floor: the same file fed to one bare `ip -batch` (the hook's checks stripped off).
-        floor_argv = [
-            *enter,
-            "ip",
-            "-6",
-            "-force",
-            "-batch",
-            "/var/lib/v6gen/uplinks/uplink0.proxy",
-        ]
+        floor_argv = [*enter, "ip", "-6", "-force", "-batch", DATA_FILE]
         hook_present, hook_exit, hook_self, floor = [], [], [], []
         hook_notes: set[str] = set()
         with ProxyTable(ns.pid) as table:
