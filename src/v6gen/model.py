@@ -62,7 +62,8 @@ class LinkFacts:
     managed: bool = False
     # The uplink's own config (main file or a foreign drop-in) already decides IPv6AcceptRA=.
     accept_ra_configured: bool = False
-    # LAN hosts with a static or reachable neighbour entry on the uplink: address -> lladdr.
+    # LAN hosts with a static, reachable or being-confirmed neighbour entry on the uplink:
+    # address -> link-layer address.
     neighbours: Mapping[IPv6Address, str] = field(default_factory=dict)
     admin_state: str = ""  # networkd's AdministrativeState ("configured", "failed", ...)
 

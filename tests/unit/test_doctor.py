@@ -74,6 +74,7 @@ def test_every_uplink_that_does_not_forward_is_named(host: Host) -> None:
     assert check.message.startswith(
         "net.ipv6.conf.uplink0.forwarding, net.ipv6.conf.uplink1.forwarding are 0:"
     )
+    assert "IPv6Forwarding=no in their .network file" in check.hint
 
 
 def test_an_uplink_networkd_failed_to_configure_fails(host: Host) -> None:
