@@ -1,0 +1,116 @@
+"""The lab host on another Debian release: a cached root filesystem (rootfs.py), chrooted inside
+private network, mount and PID namespaces.
+
+The cached tree is only ever the lower layer of an overlay whose upper layer is a tmpfs of this
+lab, so nothing a lab writes (v6gen's files, dpkg's database, logs, caches) persists into it, and
+labs on the same release can run side by side. The overlay also makes / a mount point, which
+dockerd needs: `docker import` remounts / and fails with EINVAL otherwise. The checkout is bound
+read-only at its own path, so v6gen runs from src/ under the release's python3 and Debian's
+libraries, compose files are found where tests name them, and no byte code of another Python
+lands in the checkout.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from . import rootfs
+from .nsproc import LabError, Namespace, _die_with_parent, ns_inode
+
+RELEASES = ("bookworm", "trixie", "sid")
+REPO = Path(__file__).resolve().parents[2]
+# Inside the chroot: fresh per lab, as a booted system has them (/var/lib/docker also because
+# overlay2, dockerd's storage driver, cannot stack on the overlay root).
+CHROOT_TMPFS = (("/run", "755"), ("/tmp", "1777"), ("/var/lib/docker", "755"))
+
+
+def _setup_script(lower: Path, workdir: Path) -> str:
+    """Run by the new namespaces' first process, before it becomes the chroot's init."""
+    rw, root = workdir / "rootfs-rw", workdir / "rootfs"
+    lines = [
+        "set -e",
+        f"mkdir -p {rw} {root}",
+        f"mount -t tmpfs -o mode=755 lab-rw {rw}",
+        f"mkdir -p {rw}/upper {rw}/work",
+        f"mount -t overlay -o lowerdir={lower},upperdir={rw}/upper,workdir={rw}/work"
+        f" lab-root {root}",
+        # Mounted by a process of the new PID namespace: its /proc shows only the lab's processes.
+        f"mount -t proc proc {root}/proc",
+        f"mount --rbind /dev {root}/dev",
+        # Read-only: networkd treats links as initialized without udev (a writable sysfs leaves
+        # them "pending" forever). The cgroup tree is bound back for dockerd and runc.
+        f"mount -t sysfs -o ro sysfs {root}/sys",
+        f"mount --rbind /sys/fs/cgroup {root}/sys/fs/cgroup",
+    ]
+    lines += [f"mount -t tmpfs -o mode={m} lab {root}{d}" for d, m in CHROOT_TMPFS]
+    lines += [f"mkdir -p {root}{REPO}", f"mount --bind -o ro {REPO} {root}{REPO}"]
+    # tini reaps whatever the daemons orphan; `sleep` keeps the namespaces alive.
+    lines += [f"exec chroot {root} /usr/bin/tini -s -- sleep infinity"]
+    return "\n".join(lines)
+
+
+class ChrootNamespace(Namespace):
+    """A host namespace whose processes run chrooted in `suite`'s root filesystem.
+
+    `pid` is the chroot's init (tini, PID 1 inside), as seen from the machine; commands enter
+    with `nsenter -n -m -p -r -w`, which also takes the target's root and working directory.
+    """
+
+    def __init__(self, logdir: Path, name: str, suite: str, workdir: Path) -> None:
+        super().__init__(logdir, name)
+        self.suite = suite
+        self.workdir = workdir
+        self.init_pid = 0
+
+    @property
+    def pid(self) -> int:
+        if self.holder is None or not self.init_pid:
+            raise LabError(f"namespace {self.name} not started")
+        return self.init_pid
+
+    def start(self) -> None:
+        lower = rootfs.build(self.suite)
+        log = (self.logdir / f"{self.name}-init.log").open("ab")
+        # --kill-child: when the holder dies, so does the init, and with it every process of the
+        # PID namespace.
+        self.holder = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child",
+             "--propagation", "private", "--", "sh", "-c", _setup_script(lower, self.workdir)],
+            preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )  # fmt: skip
+        log.close()
+        mine = ns_inode(1, "mnt")
+        deadline = time.monotonic() + 15
+        while True:
+            child = self._child()
+            if child and ns_inode(child, "mnt") != mine and self._chrooted(child):
+                self.init_pid = child
+                return
+            if self.holder.poll() is not None or time.monotonic() > deadline:
+                text = (self.logdir / f"{self.name}-init.log").read_text(errors="replace")
+                raise LabError(f"namespace {self.name} ({self.suite}) failed to start:\n{text}")
+            time.sleep(0.01)
+
+    def _child(self) -> int | None:
+        assert self.holder is not None
+        try:
+            kids = Path(f"/proc/{self.holder.pid}/task/{self.holder.pid}/children").read_text()
+        except OSError:
+            return None
+        return int(kids.split()[0]) if kids.split() else None
+
+    def _chrooted(self, pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/exe").resolve().name.startswith("tini")
+        except OSError:
+            return False
+
+    def prefix(self) -> list[str]:
+        return ["nsenter", "-t", str(self.pid), "-n", "-m", "-p", "-r", "-w", "--"]
+
+    def lan_prefix(self) -> list[str]:
+        """Where a LAN neighbour namespace is made: the lab's mount namespace at the machine's
+        own root (its tools), outside the chroot and its PID namespace."""
+        return ["nsenter", "-t", str(self.pid), "-n", "-m", "--"]
