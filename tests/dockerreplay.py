@@ -59,6 +59,7 @@ class DockerReplay:
         self._server.bodies = {
             "/version": (FIXTURES / "version.json").read_bytes(),
             "/containers/json": containers,
+            "/networks": b"[]",
         }
         self._server.requests = Counter()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

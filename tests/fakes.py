@@ -8,7 +8,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
 
 from v6gen.errors import DockerError, NetworkdError
-from v6gen.model import Endpoint, NetworkdLink
+from v6gen.model import DockerFacts, DockerNetwork, Endpoint, Ip6Filter, NetworkdLink
 from v6gen.ports import ProxyKey
 
 
@@ -24,10 +24,16 @@ class FakeDocker:
             raise self.error
         return list(self.items)
 
-    def ipv6_networks(self) -> dict[str, tuple[str, ...]]:
+    networks: dict[str, DockerNetwork] | None = None  # None: a default bridge per network used
+    version: str | None = "20.10.24"
+
+    def facts(self) -> DockerFacts:
         if self.error:
             raise self.error
-        return dict.fromkeys(sorted({e.network for e in self.items}), ("2001:db8::a:71a0/125",))
+        if self.networks is not None:
+            return DockerFacts(self.version, dict(self.networks))
+        names = sorted({e.network for e in self.items})
+        return DockerFacts(self.version, {n: DockerNetwork(n) for n in names})
 
 
 @dataclass
@@ -81,8 +87,14 @@ class FakeKernel:
     own: dict[IPv6Address, str] = field(default_factory=dict)  # host_addresses()
     neighbours: dict[str, dict[IPv6Address, str]] = field(default_factory=dict)
 
+    # Docker's ip6tables rules; the default is a host where Docker does not filter IPv6.
+    filter: Ip6Filter | None = field(default_factory=lambda: Ip6Filter(docker_chains=False))
+
     def host_addresses(self) -> dict[IPv6Address, str]:
         return dict(self.own)
+
+    def ip6_filter(self) -> Ip6Filter | None:
+        return self.filter
 
     def active_neighbours(self, name: str) -> dict[IPv6Address, str]:
         return dict(self.neighbours.get(name, {}))

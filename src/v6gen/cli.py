@@ -28,7 +28,9 @@ Typical use: `docker compose up -d && sudo v6gen sync`.
 
 Exit codes: 0 ok; 1 changes pending (diff); 2 usage; 3 config; 4 Docker unreachable (nothing
 changed); 5 networkd reload pending (files and kernel done); 6 an uplink could not be managed;
-7 writing files or kernel entries failed; 8 locked by another v6gen; 70 internal error.
+7 writing files or kernel entries failed; 8 locked by another v6gen; 9 done, but Docker's
+firewall keeps the LAN from some containers (the warning names the network and the fix);
+70 internal error.
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -157,6 +159,8 @@ def diff(
         _fail(exc)
     _emit(outcome, ctx, as_json)
     code = outcome.exit_code
+    if code == ExitCode.FIREWALL:
+        code = ExitCode.OK  # diff answers "anything to do?"; the warning says the rest
     raise typer.Exit(
         int(code if code != ExitCode.OK or outcome.changes.empty else ExitCode.CHANGES_PENDING)
     )
@@ -169,7 +173,12 @@ def status(
     root: Path = typer.Option(Path("/"), "--root", help=ROOT_HELP, file_okay=False),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
 ) -> None:
-    """Per address: container, network, uplink, whether it is in the drop-in and the kernel."""
+    """Per address: uplink, drop-in, kernel, what the LAN reaches, container.
+
+    LAN is what Docker's firewall lets a LAN host reach once the address is proxied: all ports,
+    published (published ports, and ICMPv6 in gateway mode routed), none (not proxied: see
+    `v6gen sync`'s warning), or unknown. Exit 1 when anything is out of step or unreachable.
+    """
     _common(False, debug)
     from v6gen import engine
 
@@ -181,12 +190,12 @@ def status(
     if as_json:
         typer.echo(json.dumps([{**r.__dict__, "ok": r.ok} for r in rows], indent=2))
     else:
-        typer.echo(f"{'ADDRESS':<28} {'UPLINK':<10} {'DROP-IN':<7} {'KERNEL':<6}  CONTAINER")
+        head = f"{'ADDRESS':<28} {'UPLINK':<10} {'DROP-IN':<7} {'KERNEL':<6} {'LAN':<9}"
+        typer.echo(f"{head}  CONTAINER")
         for r in rows:
             who = ", ".join(r.containers) or "(stale: no container)"
-            typer.echo(
-                f"{r.address:<28} {r.uplink:<10} {_yn(r.in_dropin):<7} {_yn(r.in_kernel):<6}  {who}"
-            )
+            flags = f"{_yn(r.in_dropin):<7} {_yn(r.in_kernel):<6} {r.lan_reach:<9}"
+            typer.echo(f"{r.address:<28} {r.uplink:<10} {flags}  {who}")
         if not rows:
             typer.echo("no container addresses to proxy")
     raise typer.Exit(0 if all(r.ok for r in rows) and not plan.failed else 1)

@@ -4,15 +4,17 @@ Parsing is pure (tested on JSON captured from a real dockerd); the adapters fetc
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
+from ipaddress import IPv6Network
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from v6gen import validate
 from v6gen.config import Config
 from v6gen.errors import DockerError, NetworkdError
-from v6gen.model import Endpoint, HostFacts, LinkFacts
+from v6gen.model import DockerNetwork, Endpoint, HostFacts, LinkFacts
 from v6gen.paths import NETWORK_DIRS, OWNED_NAME, Paths
 from v6gen.ports import Kernel, Networkd
 
@@ -71,6 +73,35 @@ def endpoints_from_list(containers: Iterable[Mapping[str, Any]]) -> list[Endpoin
                     uplink_label=_str_or_none(labels.get(UPLINK_LABEL)),
                 )
             )
+    return found
+
+
+def networks_from_list(networks: Iterable[Any]) -> dict[str, DockerNetwork]:
+    """Networks by name from the body of GET /networks. Malformed entries are left out: a
+    container on an unknown network is judged as on a default one, never refused for it."""
+    found: dict[str, DockerNetwork] = {}
+    for net in networks:
+        if not isinstance(net, dict) or not isinstance(net.get("Name"), str):
+            continue
+        options = net.get("Options")
+        ipam = net.get("IPAM")
+        configs = ipam.get("Config") if isinstance(ipam, dict) else None
+        subnets = []
+        for config in configs if isinstance(configs, list) else ():
+            subnet = config.get("Subnet") if isinstance(config, dict) else None
+            if isinstance(subnet, str) and ":" in subnet:
+                with contextlib.suppress(ValueError):
+                    subnets.append(IPv6Network(subnet, strict=False))
+        found[net["Name"]] = DockerNetwork(
+            net["Name"],
+            driver=str(net.get("Driver") or ""),
+            ipv6=net.get("EnableIPv6") is True,
+            internal=net.get("Internal") is True,
+            options={
+                str(k): str(v) for k, v in (options.items() if isinstance(options, dict) else ())
+            },
+            subnets=tuple(subnets),
+        )
     return found
 
 
@@ -170,7 +201,8 @@ def gather_host(
             version = None
     before = frozenset(p.stem for p in paths.restore_dir.glob("*.proxy"))
     own = kernel.host_addresses() if links else {}
-    return HostFacts(default, links, version, before, users, own), warnings
+    rules = kernel.ip6_filter() if links else None
+    return HostFacts(default, links, version, before, users, own, rules), warnings
 
 
 def owned_dropin_uplink(text: str) -> str | None:

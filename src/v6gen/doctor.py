@@ -7,10 +7,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from v6gen import discover, engine, state
+from v6gen import discover, engine, firewall, state
 from v6gen.apply import FORWARDING, forwarding_key, proxy_delay_key, proxy_ndp_key
 from v6gen.errors import DockerError
-from v6gen.model import HostFacts, Plan
+from v6gen.model import DockerFacts, DockerNetwork, HostFacts, Plan, Reach
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
 
 
@@ -36,26 +36,30 @@ def run(ctx: engine.Context) -> list[Check]:
     checks: list[Check] = []
     k = ctx.adapters
     try:
-        networks = k.docker.ipv6_networks()
+        docker = k.docker.facts()
         plan, endpoints, _ = engine.plan_from_docker(ctx)
     except DockerError as exc:
         checks.append(Check("docker", Level.FAIL, exc.message, exc.hint))
         return checks
+    networks = {n: net for n, net in docker.networks.items() if net.ipv6}
+    facts, warnings = discover.gather_host(ctx.config, ctx.paths, k.kernel, k.networkd)
+    version = f" (Docker {docker.version})" if docker.version else ""
     if networks:
         listed = ", ".join(
-            f"{n} ({', '.join(s) or 'no subnet'})" for n, s in sorted(networks.items())
+            f"{n} ({', '.join(map(str, net.subnets)) or 'no subnet'})"
+            for n, net in sorted(networks.items())
         )
-        checks.append(_ok("docker", f"reachable; networks with IPv6: {listed}"))
+        checks.append(_ok("docker", f"reachable{version}; networks with IPv6: {listed}"))
+        checks += _docker_networks(docker, networks, facts, plan)
     else:
         checks.append(
             Check(
                 "docker",
                 Level.WARN,
-                "reachable, but no network has IPv6 enabled",
+                f"reachable, but no network has IPv6 enabled{version}",
                 "create one with `enable_ipv6: true` and an IPv6 subnet",
             )
         )
-    facts, warnings = discover.gather_host(ctx.config, ctx.paths, k.kernel, k.networkd)
     checks += [Check("networkd", Level.WARN, w, "is systemd-networkd running?") for w in warnings]
     checks += _uplinks(ctx, facts, plan)
     checks += _forwarding(ctx, plan)
@@ -64,6 +68,64 @@ def run(ctx: engine.Context) -> list[Check]:
     checks.append(_dispatcher_running())
     checks += _addresses(plan, len(endpoints))
     return checks
+
+
+def _docker_networks(
+    docker: DockerFacts, networks: dict[str, DockerNetwork], facts: HostFacts, plan: Plan
+) -> list[Check]:
+    """One line per IPv6 network: what Docker's firewall lets the LAN reach of it."""
+    rules = facts.ip6_filter
+    if rules is None:
+        filtering = Check(
+            "docker firewall",
+            Level.WARN,
+            "the host's ip6tables rules could not be read: what the LAN reaches is unknown",
+            "run as root; is ip6tables-save installed and working?",
+        )
+    elif rules.docker_chains:
+        filtering = _ok("docker firewall", "Docker filters IPv6 (ip6tables rules of its own)")
+    else:
+        filtering = _ok("docker firewall", "Docker does not filter IPv6 on this host")
+    out = [filtering]
+    blocked = {b.network: b for b in plan.blocked}
+    reach: dict[str, set[Reach]] = {}
+    for uplink in plan.uplinks:
+        for entry in uplink.entries:
+            for owner in entry.owners:
+                reach.setdefault(owner.network, set()).add(entry.reach)
+    for name, net in sorted(networks.items()):
+        check = f"docker network {name}"
+        if name in blocked:
+            b = blocked[name]
+            who = ", ".join(f"{a.address} ({a.container})" for a in b.addresses)
+            why = f"the LAN reaches none of {who}: {b.why}"
+            out.append(Check(check, Level.FAIL, why, firewall.fix_hint(name)))
+            continue
+        if net.internal or net.driver not in ("bridge", ""):
+            out.append(_ok(check, f"{net.driver} network{', internal' if net.internal else ''}"))
+            continue
+        seen = reach.get(name)
+        verdict = None if seen else firewall.predict(net, docker, rules)
+        if verdict is not None and verdict.reach is Reach.NONE:
+            why = f"the LAN will reach none of its containers: {verdict.why}"
+            out.append(Check(check, Level.WARN, why, firewall.fix_hint(name)))
+            continue
+        worst = min(seen or {verdict.reach if verdict else Reach.UNKNOWN}, key=_ORDER.index)
+        out.append(_ok(check, f"the LAN reaches {_reach_words(worst, net)}"))
+    return out
+
+
+_ORDER = (Reach.NONE, Reach.UNKNOWN, Reach.PUBLISHED, Reach.ALL)
+
+
+def _reach_words(reach: Reach, net: DockerNetwork) -> str:
+    mode = f"gateway mode {net.gateway_mode}"
+    if reach is Reach.ALL:
+        return f"every port of its containers ({mode})"
+    if reach is Reach.PUBLISHED:
+        icmp = "ICMPv6 and " if net.gateway_mode == "routed" else ""
+        return f"{icmp}published ports of its containers only ({mode})"
+    return f"an unknown part of its containers ({mode}; Docker's rules unread)"
 
 
 def _uplinks(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:

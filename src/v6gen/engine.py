@@ -11,7 +11,7 @@ from pathlib import Path
 from v6gen import apply, discover, fsutil, hooks, render, state, validate
 from v6gen.config import Config
 from v6gen.errors import ExitCode
-from v6gen.model import Endpoint, HostFacts, Plan
+from v6gen.model import Endpoint, HostFacts, Plan, Reach
 from v6gen.paths import Paths
 from v6gen.plan import make_plan
 from v6gen.ports import DockerSource, Kernel, Networkd
@@ -47,6 +47,8 @@ class Outcome:
             return ExitCode.UPLINK
         if self.result is not None and self.result.reload_error:
             return ExitCode.RELOAD_PENDING
+        if self.plan.blocked:
+            return ExitCode.FIREWALL
         return ExitCode.OK
 
 
@@ -104,8 +106,9 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
 def plan_from_docker(ctx: Context) -> tuple[Plan, list[Endpoint], list[str]]:
     # Docker first: if it can't be asked, nothing else is touched.
     endpoints = ctx.adapters.docker.endpoints()
+    docker = ctx.adapters.docker.facts()
     facts, warnings = _facts(ctx)
-    return make_plan(endpoints, ctx.config, facts), endpoints, warnings
+    return make_plan(endpoints, ctx.config, facts, docker), endpoints, warnings
 
 
 def sync(ctx: Context, *, dry_run: bool = False) -> Outcome:
@@ -133,10 +136,12 @@ class StatusRow:
     in_dropin: bool
     in_kernel: bool
     wanted: bool
+    lan_reach: str = Reach.UNKNOWN.value  # what the LAN reaches once proxied (model.Reach)
 
     @property
     def ok(self) -> bool:
-        return self.wanted == self.in_dropin == self.in_kernel
+        in_step = self.wanted == self.in_dropin == self.in_kernel
+        return in_step and self.lan_reach != Reach.NONE.value
 
 
 def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
@@ -152,20 +157,37 @@ def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
                 in_files.add((uplink, address))
     kernel = ctx.adapters.kernel.proxy_entries()
     entries = {(u.name, e.address): e for u in plan.uplinks for e in u.entries}
+    blocked: dict[tuple[str, IPv6Address], tuple[list[str], list[str]]] = {}
+    for b in plan.blocked:
+        for a in b.addresses:
+            who, nets = blocked.setdefault((a.uplink, a.address), ([], []))
+            who.append(a.container)
+            nets.append(b.network)
     owned = state.owned(ctx.paths)
-    keys = set(entries) | in_files | (owned & kernel)
+    keys = set(entries) | set(blocked) | in_files | (owned & kernel)
     rows = []
     for uplink, addr in sorted(keys):
         e = entries.get((uplink, addr))
+        if e is not None:
+            who, nets, reach = (
+                [o.container for o in e.owners],
+                [o.network for o in e.owners],
+                e.reach,
+            )
+        elif (uplink, addr) in blocked:
+            (who, nets), reach = blocked[(uplink, addr)], Reach.NONE
+        else:
+            who, nets, reach = [], [], Reach.UNKNOWN
         rows.append(
             StatusRow(
                 str(addr),
                 uplink,
-                tuple(o.container for o in e.owners) if e else (),
-                tuple(sorted({o.network for o in e.owners})) if e else (),
+                tuple(who),
+                tuple(sorted(set(nets))),
                 (uplink, addr) in in_files,
                 (uplink, addr) in kernel,
                 e is not None,
+                reach.value,
             )
         )
     return rows, plan

@@ -99,12 +99,106 @@ class HostFacts:
     network_file_links: Mapping[PurePosixPath, frozenset[str]] = field(default_factory=dict)
     # Global addresses this host holds itself -> interface.
     host_addresses: Mapping[IPv6Address, str] = field(default_factory=dict)
+    # Docker's IPv6 firewall rules; None when they could not be read.
+    ip6_filter: Ip6Filter | None = None
+
+
+GATEWAY_MODE_V6 = "com.docker.network.bridge.gateway_mode_ipv6"
+
+
+@dataclass(frozen=True)
+class DockerNetwork:
+    """One Docker network as GET /networks describes it."""
+
+    name: str
+    driver: str = "bridge"
+    ipv6: bool = True
+    internal: bool = False
+    options: Mapping[str, str] = field(default_factory=dict)
+    subnets: tuple[IPv6Network, ...] = ()  # IPv6 subnets of its IPAM config
+
+    @property
+    def gateway_mode(self) -> str:
+        """Docker 27+ omits the option in its default mode, and older Dockers know only nat."""
+        return self.options.get(GATEWAY_MODE_V6) or "nat"
+
+
+@dataclass(frozen=True)
+class DockerFacts:
+    """What the daemon says of itself and its networks: one GET /version, one GET /networks."""
+
+    version: str | None = None  # "28.5.2"
+    networks: Mapping[str, DockerNetwork] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RawRule:
+    """One rule of ip6tables' raw PREROUTING chain, where Docker 28 drops packets routed to a
+    container from outside its bridge, before any filter rule (DOCKER-USER included) can act."""
+
+    target: str
+    destination: IPv6Network | None = None
+    in_iface: str | None = None
+    in_negated: bool = False
+    # Any match v6gen does not read (-p, -m, ...): the rule may not apply to every packet.
+    partial: bool = False
+
+    def decides(self, address: IPv6Address, iface: str) -> bool:
+        """Whether every packet to `address` arriving on `iface` meets this rule."""
+        if self.partial or (self.destination is not None and address not in self.destination):
+            return False
+        if self.in_iface is None:
+            return True
+        matches = iface == self.in_iface or (
+            self.in_iface.endswith("+") and iface.startswith(self.in_iface[:-1])
+        )
+        return matches != self.in_negated
+
+
+@dataclass(frozen=True)
+class Ip6Filter:
+    """Docker's part of the host's IPv6 netfilter rules, as `ip6tables-save` shows them."""
+
+    docker_chains: bool  # Docker's ip6tables rules are in force (it made chains of its own)
+    raw_prerouting: tuple[RawRule, ...] = ()
+
+
+class Reach(enum.Enum):
+    """What a LAN host can reach of a container address once it is proxied."""
+
+    ALL = "all"  # every port
+    PUBLISHED = "published"  # published ports (and ICMPv6 in gateway mode routed) only
+    NONE = "none"  # Docker drops every packet from outside the container's bridge
+    UNKNOWN = "unknown"  # the host's ip6tables rules could not be read
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reach: Reach
+    why: str
+
+
+@dataclass(frozen=True, order=True)
+class BlockedAddress:
+    address: IPv6Address
+    container: str
+    uplink: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A Docker network whose containers the LAN cannot reach, whatever v6gen does."""
+
+    network: str
+    why: str
+    addresses: tuple[BlockedAddress, ...]
 
 
 @dataclass(frozen=True)
 class ProxyEntry:
     address: IPv6Address
     owners: tuple[Owner, ...]
+    reach: Reach = Reach.ALL
 
     def describe_owners(self) -> str:
         return ", ".join(o.describe() for o in self.owners)
@@ -146,6 +240,8 @@ class Plan:
     skipped: tuple[Skipped, ...] = ()
     failed: tuple[UplinkFailure, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    # Addresses left unproxied because Docker's firewall drops the LAN's packets to them.
+    blocked: tuple[Blocked, ...] = ()
 
     def wanted_entries(self) -> frozenset[tuple[str, IPv6Address]]:
         return frozenset((u.name, a) for u in self.uplinks for a in u.addresses)

@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import PurePosixPath
 
-from v6gen import validate
+from v6gen import firewall, validate
 from v6gen.config import Config
 from v6gen.model import (
+    Blocked,
+    BlockedAddress,
+    DockerFacts,
+    DockerNetwork,
     Endpoint,
     Forwarding,
     HostFacts,
@@ -17,6 +21,7 @@ from v6gen.model import (
     Owner,
     Plan,
     ProxyEntry,
+    Reach,
     Skipped,
     UplinkFailure,
     UplinkPlan,
@@ -31,6 +36,27 @@ class _Choice:
     uplink: str
     address: IPv6Address
     owner: Owner
+    reach: Reach
+
+
+def _network_excluded(network: DockerNetwork | None) -> str:
+    """Why no address on this Docker network is ever proxied, or "". Both are the admin's
+    choice of network, so they are notes, not warnings."""
+    if network is None:
+        return ""
+    if network.internal:
+        return "internal network: Docker keeps it off the outside world"
+    l2 = network.driver == "macvlan" or (
+        network.driver == "ipvlan" and network.options.get("ipvlan_mode", "l2") == "l2"
+    )
+    if l2:
+        # The host's answers would race the container's own (the first pings are lost), and
+        # what reaches the host has no way on: the parent can't talk to its macvlan children.
+        return (
+            f"{network.driver} network: the container is on the LAN itself and answers "
+            "Neighbour Discovery for its own address"
+        )
+    return ""
 
 
 def _usable(link: LinkFacts | None, name: str) -> LinkFacts | UplinkFailure:
@@ -117,7 +143,13 @@ def _in_use(address: IPv6Address, uplink: str, link: LinkFacts, facts: HostFacts
     return ""
 
 
-def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -> Plan:
+def make_plan(
+    endpoints: Iterable[Endpoint],
+    config: Config,
+    facts: HostFacts,
+    docker: DockerFacts | None = None,
+) -> Plan:
+    docker = docker or DockerFacts()
     default = config.uplinks[0] if config.uplinks else facts.default_uplink
     allowed = config.allowed_uplinks(default)
     skipped: list[Skipped] = []
@@ -125,6 +157,7 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
     failures: dict[str, UplinkFailure] = {}
     chosen: dict[IPv6Address, _Choice] = {}
     owners: dict[IPv6Address, list[Owner]] = {}
+    blocked: dict[str, tuple[str, list[BlockedAddress]]] = {}
 
     def skip(ep: Endpoint, reason: str, by_choice: bool = False) -> None:
         skipped.append(
@@ -145,6 +178,11 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
         address, reason = validate.parse_address(ep.address)
         if address is None:
             skip(ep, f"address {reason}")
+            continue
+        network = docker.networks.get(ep.network)
+        reason = _network_excluded(network)
+        if reason:
+            skip(ep, reason, by_choice=True)
             continue
         uplink, reason = _choose_uplink(ep, config, default, allowed)
         if uplink is None:
@@ -180,6 +218,16 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
         if taken:
             skip(ep, taken)
             continue
+        # Not proxied when Docker drops everything from the LAN: the host would answer
+        # Neighbour Discovery for a black hole, and LAN hosts would time out on an address
+        # that looks alive instead of failing at once. Reported per network instead.
+        verdict = firewall.judge(network, address, uplink, facts.ip6_filter)
+        if verdict.reach is Reach.NONE:
+            shown = validate.display(ep.network)
+            blocked.setdefault(shown, (verdict.why, []))[1].append(
+                BlockedAddress(address, validate.display(ep.container), uplink)
+            )
+            continue
         owner = Owner(
             validate.display(ep.container),
             validate.display(ep.network),
@@ -188,7 +236,7 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
         )
         previous = chosen.get(address)
         if previous is None:
-            chosen[address] = _Choice(uplink, address, owner)
+            chosen[address] = _Choice(uplink, address, owner, verdict.reach)
             owners[address] = [owner]
             continue
         owners[address].append(owner)
@@ -234,7 +282,9 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
         network_file = facts.links[name].network_file
         assert network_file is not None  # _usable() let only links with a file through
         entries = tuple(
-            ProxyEntry(addr, tuple(sorted(set(owners[addr]), key=Owner.sort_key)))
+            ProxyEntry(
+                addr, tuple(sorted(set(owners[addr]), key=Owner.sort_key)), chosen[addr].reach
+            )
             for addr in sorted(a for a, c in chosen.items() if c.uplink == name)
         )
         uplinks.append(
@@ -253,4 +303,8 @@ def make_plan(endpoints: Iterable[Endpoint], config: Config, facts: HostFacts) -
         skipped=tuple(skipped),
         failed=tuple(failures[k] for k in sorted(failures)),
         warnings=tuple(warnings),
+        blocked=tuple(
+            Blocked(name, why, tuple(sorted(addrs)))
+            for name, (why, addrs) in sorted(blocked.items())
+        ),
     )

@@ -8,7 +8,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
 from typing import Protocol
 
-from v6gen.model import Endpoint, NetworkdLink
+from v6gen.model import DockerFacts, Endpoint, Ip6Filter, NetworkdLink
 
 ProxyKey = tuple[str, IPv6Address]  # (interface, address)
 
@@ -19,8 +19,9 @@ class DockerSource(Protocol):
         (never returns an empty list for "could not ask")."""
         ...
 
-    def ipv6_networks(self) -> dict[str, tuple[str, ...]]:
-        """Docker networks with IPv6 enabled -> their IPv6 subnets (for `doctor`)."""
+    def facts(self) -> DockerFacts:
+        """The daemon's version and every network (driver, options, internal): one GET
+        /networks, whatever the number of containers. Raises DockerError like endpoints()."""
         ...
 
 
@@ -73,6 +74,11 @@ class Kernel(Protocol):
         ...
 
     def write_sysctl(self, key: str, value: str) -> None: ...
+
+    def ip6_filter(self) -> Ip6Filter | None:
+        """Docker's IPv6 firewall rules (`ip6tables-save`); no ip6tables at all reads as no
+        rules, and None means they could not be read."""
+        ...
 
     def uses_router_advertisements(self, name: str) -> bool:
         """Whether the interface has addresses or routes that came from router advertisements."""

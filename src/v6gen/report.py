@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from v6gen import firewall
 from v6gen.engine import Outcome
+from v6gen.model import Plan
 from v6gen.paths import Paths
 
 
@@ -36,8 +38,22 @@ def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
     return lines
 
 
+def blocked_lines(plan: Plan) -> list[str]:
+    """One warning and its hint per Docker network whose containers the LAN cannot reach."""
+    lines = []
+    for b in plan.blocked:
+        who = ", ".join(f"{a.address} ({a.container})" for a in b.addresses)
+        lines += [
+            f"warning: docker network {b.network}: the LAN can reach none of its containers, "
+            f"so {who} {'is' if len(b.addresses) == 1 else 'are'} not proxied: {b.why}",
+            f"hint: {firewall.fix_hint(b.network)}",
+        ]
+    return lines
+
+
 def problem_lines(outcome: Outcome, *, verbose: bool) -> list[str]:
     lines = [f"warning: {w}" for w in outcome.warnings]
+    lines += blocked_lines(outcome.plan)
     for s in outcome.plan.skipped:
         if not s.by_choice or verbose:
             level = "note" if s.by_choice else "warning"
@@ -68,7 +84,11 @@ def to_json(outcome: Outcome, paths: Paths) -> dict[str, Any]:
                 "name": u.name,
                 "network_file": str(u.network_file),
                 "addresses": [
-                    {"address": str(e.address), "containers": [o.container for o in e.owners]}
+                    {
+                        "address": str(e.address),
+                        "containers": [o.container for o in e.owners],
+                        "lan_reach": e.reach.value,
+                    }
                     for e in u.entries
                 ],
             }
@@ -88,5 +108,18 @@ def to_json(outcome: Outcome, paths: Paths) -> dict[str, Any]:
         "reload_error": r.reload_error if r else None,
         "skipped": [vars(s) for s in plan.skipped],
         "failed_uplinks": [vars(f) for f in plan.failed],
+        "blocked_networks": [
+            {
+                "network": b.network,
+                "lan_reach": "none",
+                "why": b.why,
+                "hint": firewall.fix_hint(b.network),
+                "addresses": [
+                    {"address": str(a.address), "container": a.container, "uplink": a.uplink}
+                    for a in b.addresses
+                ],
+            }
+            for b in plan.blocked
+        ],
         "warnings": outcome.warnings,
     }

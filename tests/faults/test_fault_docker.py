@@ -65,7 +65,7 @@ def test_socket_missing(synced: FaultHost, sockdir: Path) -> None:
     run = synced.v6gen("sync")
     assert (run.code, run.out) == (4, "")
     assert run.err == (
-        "error: cannot ask Docker for its containers: Error while fetching server API version: "
+        "error: cannot ask Docker for its containers: "
         "('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))\n"
         f"hint: is dockerd running? v6gen asked {missing}; set docker_host in the config\n"
     )
@@ -78,7 +78,7 @@ def test_connection_closed_at_once(synced: FaultHost, replay: DockerReplay) -> N
     run = synced.v6gen("sync")
     assert (run.code, run.out) == (4, "")
     assert run.err == (
-        "error: cannot ask Docker for its containers: Error while fetching server API version: "
+        "error: cannot ask Docker for its containers: "
         "('Connection aborted.', RemoteDisconnected('Remote end closed connection without "
         "response'))\n"
         f"hint: is dockerd running? v6gen asked {replay.url}; set docker_host in the config\n"
@@ -168,7 +168,7 @@ def test_permission_denied_for_an_unprivileged_user(
     code, out, err = _as_nobody(fhost, code_copy, "sync", "--root", str(tree))
     assert (code, out) == (4, "")
     assert err == (
-        "error: cannot ask Docker for its containers: Error while fetching server API version: "
+        "error: cannot ask Docker for its containers: "
         "('Connection aborted.', PermissionError(13, 'Permission denied'))\n"
         "hint: run as root (or a member of the docker group)\n"
     )

@@ -64,7 +64,7 @@ def test_json_report(host: Host) -> None:
     report = json.loads(out)
     assert code == 0 and not report["up_to_date"]
     assert report["uplinks"][0]["addresses"] == [
-        {"address": "2001:db8::a:71a5", "containers": ["seed-probe-1"]}
+        {"address": "2001:db8::a:71a5", "containers": ["seed-probe-1"], "lan_reach": "all"}
     ]
     assert "/etc/systemd/network/10-uplink0.network.d/50-v6gen.conf" in report["files_written"]
 

@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from v6gen.discover import endpoints_from_list
+from v6gen.discover import endpoints_from_list, networks_from_list
 from v6gen.errors import DockerError
-from v6gen.model import Endpoint
+from v6gen.model import DockerFacts, Endpoint
 
 EVENT_FILTERS = {
     "type": ["container", "network"],
@@ -43,6 +43,7 @@ class DockerAPI:
         self._host = host
         self._timeout = timeout
         self._client: Any = None
+        self._version: str | None = None
 
     def client(self) -> Any:
         """The low-level client, created on first use (importing the SDK costs ~100 ms)."""
@@ -53,8 +54,24 @@ class DockerAPI:
             if self._host:
                 kwargs["base_url"] = self._host
             try:
-                # "auto" asks the daemon once: a pinned version breaks on old or new dockerds.
-                self._client = docker.APIClient(version="auto", timeout=self._timeout, **kwargs)
+                # One unversioned GET /version gives both the API version to speak (a pinned
+                # one breaks on old or new dockerds) and the daemon's own, which the SDK's
+                # version="auto" would ask for and throw away.
+                # An explicit version: the probe itself must not ask the daemon.
+                floor = docker.constants.MINIMUM_DOCKER_API_VERSION
+                probe = docker.APIClient(version=floor, timeout=self._timeout, **kwargs)
+                try:
+                    about = probe.version(api_version=False)
+                finally:
+                    probe.close()
+                version = about.get("Version") if isinstance(about, dict) else None
+                self._version = version if isinstance(version, str) else None
+                api = about.get("ApiVersion") if isinstance(about, dict) else None
+                self._client = docker.APIClient(
+                    version=api if isinstance(api, str) else "auto",
+                    timeout=self._timeout,
+                    **kwargs,
+                )
             except Exception as exc:
                 raise self._error(exc) from None
         return self._client
@@ -82,25 +99,16 @@ class DockerAPI:
             raise DockerError("Docker returned something other than a container list", "")
         return endpoints_from_list(c for c in listing if isinstance(c, dict))
 
-    def ipv6_networks(self) -> dict[str, tuple[str, ...]]:
+    def facts(self) -> DockerFacts:
         try:
             networks = self.client().networks()  # GET /networks
         except DockerError:
             raise
         except Exception as exc:
             raise self._error(exc) from None
-        found: dict[str, tuple[str, ...]] = {}
-        for net in networks if isinstance(networks, list) else []:
-            if not isinstance(net, dict) or not net.get("EnableIPv6"):
-                continue
-            configs = (net.get("IPAM") or {}).get("Config") or []
-            subnets = tuple(
-                str(c["Subnet"])
-                for c in configs
-                if isinstance(c, dict) and ":" in str(c.get("Subnet", ""))
-            )
-            found[str(net.get("Name", "?"))] = subnets
-        return found
+        if not isinstance(networks, list):
+            raise DockerError("Docker returned something other than a network list", "")
+        return DockerFacts(self._version, networks_from_list(networks))
 
     def events(self) -> DockerEvents:
         """Subscribe to the events that can change the plan. Raises DockerError when dockerd is

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 from collections.abc import Iterable
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
+from v6gen import firewall
 from v6gen.errors import KernelError
+from v6gen.model import Ip6Filter
 from v6gen.ports import ProxyKey
 
 _TIMEOUT = 20.0  # 10k entries in one batch take well under a second; this only bounds a hang
+_SBIN = "/usr/sbin:/sbin"  # where Debian puts ip6tables-save, off a user's PATH
 _ACTIVE_STATES = {"REACHABLE", "DELAY", "PROBE", "PERMANENT"}
 
 
@@ -82,6 +86,22 @@ class IpKernel:
                 if not (net.is_link_local or net.is_multicast):
                     prefixes.add(net)
         return tuple(sorted(prefixes))
+
+    def ip6_filter(self) -> Ip6Filter | None:
+        # The same ip6tables-save Docker's ip6tables calls use (legacy or nft, as the host's
+        # alternative says): it sees the tables Docker wrote.
+        save = shutil.which("ip6tables-save") or shutil.which("ip6tables-save", path=_SBIN)
+        if save is None:
+            return Ip6Filter(docker_chains=False)  # without ip6tables Docker can't filter IPv6
+        try:
+            done = subprocess.run(
+                [save], capture_output=True, text=True, timeout=_TIMEOUT, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode != 0:
+            return None
+        return firewall.parse_ip6tables_save(done.stdout)
 
     def uses_router_advertisements(self, name: str) -> bool:
         # SLAAC addresses are "dynamic" with a finite lifetime; RA routes have protocol "ra".
