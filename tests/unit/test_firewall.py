@@ -37,9 +37,8 @@ SUBNET = IPv6Network("2001:db8::a:71a0/125")
 DOCKER_28 = Ip6Filter(docker_chains=True, raw_prerouting=(RAW_DROP,))
 
 
-def net(mode: str | None = None, **kw: object) -> DockerNetwork:
-    options = {GATEWAY_MODE_V6: mode} if mode else {}
-    return DockerNetwork(NET, options=options, **kw)  # type: ignore[arg-type]
+def net(mode: str | None = None) -> DockerNetwork:
+    return DockerNetwork(NET, options={GATEWAY_MODE_V6: mode} if mode else {})
 
 
 @pytest.mark.parametrize(
