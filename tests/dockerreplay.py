@@ -48,6 +48,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+# Captured from the same dockerd 20.10 (its own network names: a container's network missing
+# from the list is judged as on a default bridge, as for a network created meanwhile).
+NETWORKS = (FIXTURES / "firewall/bookworm-20.10.24/networks.json").read_bytes()
+
+
 class DockerReplay:
     handler: type[_Handler] = _Handler
 
@@ -59,7 +64,7 @@ class DockerReplay:
         self._server.bodies = {
             "/version": (FIXTURES / "version.json").read_bytes(),
             "/containers/json": containers,
-            "/networks": b"[]",
+            "/networks": NETWORKS,
         }
         self._server.requests = Counter()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

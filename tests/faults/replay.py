@@ -22,6 +22,8 @@ from typing import Any
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "docker"
 VERSION = (FIXTURES / "version.json").read_bytes()
+# GET /networks as the same dockerd 20.10 answers it (see tests/dockerreplay.py).
+NETWORKS = (FIXTURES / "firewall/bookworm-20.10.24/networks.json").read_bytes()
 NETWORK = "app_net"
 
 
@@ -142,7 +144,7 @@ class DockerReplay:
         elif route == "/events":
             self._stream_events(h)
         elif route == "/networks":
-            self._send(h, b"[]")
+            self._send(h, NETWORKS)
         else:
             h.send_error(404)
 

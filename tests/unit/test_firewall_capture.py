@@ -71,3 +71,19 @@ def test_the_nat_drop_is_read_from_the_raw_table() -> None:
     assert drop.decides(IPv6Address(NAT), "uplink0") and not drop.decides(
         IPv6Address(NAT), drop.in_iface or ""
     )
+
+
+def test_the_kernel_adapter_reads_ip6tables_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from v6gen.adapters.kernel import IpKernel
+
+    save = tmp_path / "ip6tables-save"
+    dump = CAPTURED / "sid-28.5.2/ip6tables-save.txt"
+    save.write_text(f"#!/bin/sh\nexec cat {dump}\n")
+    save.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    rules = IpKernel().ip6_filter()
+    assert rules is not None and rules.docker_chains and len(rules.raw_prerouting) == 1
+    save.write_text("#!/bin/sh\necho 'Permission denied (you must be root)' >&2; exit 4\n")
+    assert IpKernel().ip6_filter() is None  # unknown, never "Docker does not filter"
