@@ -80,10 +80,10 @@ def test_the_kernel_adapter_reads_ip6tables_save(
 
     save = tmp_path / "ip6tables-save"
     dump = CAPTURED / "sid-28.5.2/ip6tables-save.txt"
-    save.write_text(f"#!/bin/sh\nexec cat {dump}\n")
+    save.write_text(f"#!/bin/sh\nexec /bin/cat {dump}\n")
     save.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     rules = IpKernel().ip6_filter()
     assert rules is not None and rules.docker_chains and len(rules.raw_prerouting) == 1
-    save.write_text("#!/bin/sh\necho 'Permission denied (you must be root)' >&2; exit 4\n")
+    save.write_text("#!/bin/sh\nexit 4\n")
     assert IpKernel().ip6_filter() is None  # unknown, never "Docker does not filter"
