@@ -124,6 +124,12 @@ def predict(network: DockerNetwork, docker: DockerFacts, rules: Ip6Filter | None
     return judge(network, IPv6Address("::"), "", rules)
 
 
+def filters_by_default(version: str | None) -> bool:
+    """Docker 27.0 turned ip6tables on by default."""
+    major = _major(version)
+    return major is not None and major >= 27
+
+
 def _major(version: str | None) -> int | None:
     head = (version or "").split(".", 1)[0]
     return int(head) if head.isdigit() else None

@@ -295,6 +295,14 @@ def make_plan(
                 set_accept_ra=not facts.links[name].accept_ra_configured,
             )
         )
+    unknown = sum(1 for u in uplinks for e in u.entries if e.reach is Reach.UNKNOWN)
+    if unknown and firewall.filters_by_default(docker.version):
+        warnings.append(
+            f"cannot read the host's ip6tables rules, so whether Docker {docker.version}'s "
+            f"firewall lets the LAN reach {unknown} proxied address"
+            f"{'' if unknown == 1 else 'es'} is unknown: run v6gen as root, with ip6tables "
+            "installed"
+        )
     version = config.systemd_version or facts.systemd_version
     return Plan(
         uplinks=tuple(uplinks),

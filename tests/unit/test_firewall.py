@@ -240,3 +240,13 @@ def test_predict_uses_the_version_only_without_a_container() -> None:
     )
     off = Ip6Filter(docker_chains=False)
     assert firewall.predict(DockerNetwork("n"), docker, off).reach is Reach.ALL
+
+
+def test_unreadable_rules_on_a_docker_that_filters_by_default_are_said(host: Host) -> None:
+    host.kernel.filter = None
+    out = engine.sync(host.ctx())
+    assert out.exit_code == ExitCode.OK and host.kernel.proxy == {("uplink0", SEED)}
+    [warning] = out.plan.warnings
+    assert warning.startswith("cannot read the host's ip6tables rules, so whether Docker 28.5.2")
+    host.docker.version = "26.1.5"  # ip6tables off unless the admin turned it on
+    assert not engine.sync(host.ctx()).plan.warnings
