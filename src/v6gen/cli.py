@@ -231,8 +231,9 @@ def doctor(
     """Check every precondition of working NDP proxying: one line each, ok / warn / fail.
 
     Docker, its IPv6 networks and what its firewall lets the LAN reach, the uplink and its
-    .network file, IPv6 forwarding (host and uplink), proxy_ndp, router advertisements, bug #18378, the dispatcher hooks and their modes,
-    proxy_delay, and kernel entries against the plan. Exit 1 when any check fails.
+    .network file, IPv6 forwarding (host and uplink), proxy_ndp, router advertisements, bug
+    #18378, the dispatcher hooks and their modes, proxy_delay, and kernel entries against the
+    plan. Exit 1 when any check fails.
     """
     _common(False, debug)
     from v6gen import doctor as doctor_mod
