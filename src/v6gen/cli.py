@@ -198,6 +198,10 @@ def status(
             typer.echo(f"{r.address:<28} {r.uplink:<10} {flags}  {who}")
         if not rows:
             typer.echo("no container addresses to proxy")
+    from v6gen.report import blocked_lines
+
+    for line in blocked_lines(plan):
+        typer.echo(line, err=True)
     raise typer.Exit(0 if all(r.ok for r in rows) and not plan.failed else 1)
 
 
