@@ -28,6 +28,7 @@ from . import packages
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
 from .nsproc import Command, LabError, Namespace, argv_of
+from .release import ChrootNamespace
 from .topology import UPLINKS, Uplink, network_file, radvd_conf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,6 +190,21 @@ exit $rc
 """
 
 
+# The chroot of a release (release.py) comes with its own fresh /run and an overlay over the
+# whole tree; only the directories networkd needs at start are made here.
+CHROOT_SCRIPT = """set -e
+mkdir -p /run/dbus /run/systemd/network /run/systemd/netif/links /run/lab
+mkdir -p /run/systemd/netif/leases /run/systemd/netif/lldp
+chown -R systemd-network:systemd-network /run/systemd/netif
+ip link set lo up
+sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0
+"""
+# dockerd's flags besides its paths: everything else, the firewall included, as dockerd's
+# defaults are. No default bridge (docker0 is IPv4 only and no test uses it), and no userland
+# proxy processes for published ports (the kernel's NAT serves them).
+DOCKERD_LAB_ARGS = ("--bridge=none", "--userland-proxy=false")
+
+
 @dataclass(frozen=True)
 class LabOptions:
     networkd: Literal["252", "247", "257", None] = "252"  # None: none (fixture capture)
@@ -208,6 +224,13 @@ class LabOptions:
     # lab.v6gen() runs the installed /usr/bin/v6gen instead of src/ from this checkout. None:
     # only when the environment says V6GEN_LAB_INSTALLED=1 (debian/tests/lab under autopkgtest).
     installed: bool | None = None
+    # The host side's Debian release. "bookworm": the machine's own filesystem, as always.
+    # "trixie" and "sid": their cached root filesystem, chrooted (release.py), running that
+    # release's own networkd (any networkd= but None means it), dispatcher, dbus, dockerd,
+    # compose and python3.
+    release: Literal["bookworm", "trixie", "sid"] = "bookworm"
+    # More dockerd flags (the default: DOCKERD_LAB_ARGS; () runs dockerd as a user would).
+    dockerd_args: tuple[str, ...] = DOCKERD_LAB_ARGS
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Callable[[], str]) -> None:
@@ -281,7 +304,9 @@ class Lab:
         self.workdir = workdir
         self.logdir = workdir / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.host = Namespace(self.logdir, "host")
+        self.host: Namespace = Namespace(self.logdir, "host")
+        if self.chrooted:
+            self.host = ChrootNamespace(self.logdir, "host", self.options.release, workdir)
         self.lans: dict[str, Namespace] = {}
         self.uplinks: tuple[Uplink, ...] = UPLINKS[: self.options.uplinks]
         self.bringup_seconds = 0.0
@@ -307,19 +332,21 @@ class Lab:
     def _start(self) -> None:
         self._t_last = time.monotonic()
         opts = self.options
+        if self.chrooted and opts.dpkg:
+            raise LabError("dpkg mode runs on the machine's own release only")
         networkd_root = self._networkd_root()
         tarball = build_rootfs_tar(packages.CACHE_DIR / "busybox-rootfs.tar")
         self.host.start()
-        self.run(_mount_script(dpkg=opts.dpkg))
+        self.run(CHROOT_SCRIPT if self.chrooted else _mount_script(dpkg=opts.dpkg))
         self._mark("namespace")
         if opts.docker:
-            # Started first: it is the slowest to become ready and needs nothing else.
+            # Started first: it is the slowest to become ready and needs nothing else. Its
+            # firewall settings are dockerd's defaults, as users run it (docker-firewall.md).
             dockerd = self.host.spawn("dockerd", [
                 "dockerd", "--data-root=/var/lib/docker", "--exec-root=/run/docker",
                 "-H", "unix:///run/docker.sock", "--pidfile=/run/docker.pid",
-                "--iptables=false", "--ip6tables=false", "--bridge=none",
-                "--userland-proxy=false", f"--cgroup-parent={self.cgroup_parent}",
-                "--log-level=warn",
+                f"--cgroup-parent={self.cgroup_parent}", "--log-level=warn",
+                *opts.dockerd_args,
             ])  # fmt: skip
             self._unit_pid("dockerd", dockerd.pid)
         for uplink in self.uplinks:
@@ -349,7 +376,11 @@ class Lab:
         lan = Namespace(self.logdir, f"lan-{uplink.name}", parent=self.host)
         lan.start()
         self.lans[uplink.name] = lan
-        self.run(f"ip link add {uplink.name} type veth peer name {uplink.lan_if} netns {lan.pid}")
+        # From outside a release's PID namespace, where the LAN holder's PID is not visible.
+        veth = f"ip link add {uplink.name} type veth peer name {uplink.lan_if} netns {lan.pid}"
+        res = subprocess.run([*self.host.lan_prefix(), *veth.split()], capture_output=True)
+        if res.returncode != 0:
+            raise LabError(f"{veth}: {res.stderr.decode(errors='replace').strip()}")
         # DAD off before the link comes up, so link-local addresses are usable at once.
         self.run(f"sysctl -qw net.ipv6.conf.{uplink.name}.accept_dad=0")
         lan.run(
@@ -384,7 +415,9 @@ class Lab:
         self.write(target, network_file(uplink, ra_only=ra, extra=extra))
 
     def _start_networkd(self, root: Path | None) -> None:
-        if root is None:
+        if self.chrooted:
+            proc = self.host.spawn("networkd", ["/usr/lib/systemd/systemd-networkd"])
+        elif root is None:
             proc = self.host.spawn("networkd", ["/lib/systemd/systemd-networkd"])
         elif self.options.networkd == "257":
             # networkctl 257 too, as on a trixie host: v6gen reads the version from it.
@@ -416,6 +449,10 @@ class Lab:
 
     def _networkd_root(self) -> Path | None:
         """The extracted tree of a networkd other than the machine's own 252 (fetched once)."""
+        if self.chrooted:
+            if self.options.networkd not in ("252", None):
+                raise LabError(f"release {self.options.release} runs its own networkd only")
+            return None
         fetch = {"247": packages.networkd_247, "257": packages.networkd_257}.get(
             self.options.networkd or ""
         )
@@ -521,6 +558,16 @@ class Lab:
         return DockerAPI(self.path("/run/docker.sock"))
 
     @property
+    def chrooted(self) -> bool:
+        """Whether the host side runs in a release's root filesystem (release.py)."""
+        return self.options.release != "bookworm"
+
+    @property
+    def python(self) -> str:
+        """The interpreter v6gen runs under from src/: the release's own, inside its chroot."""
+        return "/usr/bin/python3" if self.chrooted else sys.executable
+
+    @property
     def installed(self) -> bool:
         """Whether v6gen() runs the installed /usr/bin/v6gen rather than src/."""
         if self.options.installed is not None:
@@ -542,7 +589,7 @@ class Lab:
                 INSTALLED_V6GEN, *args,
             ]  # fmt: skip
         else:
-            cmd = [*env, f"PYTHONPATH={REPO / 'src'}", sys.executable, "-m", "v6gen", *args]
+            cmd = [*env, f"PYTHONPATH={REPO / 'src'}", self.python, "-m", "v6gen", *args]
         return self.host.run(cmd, check=check, timeout=timeout)
 
     @property

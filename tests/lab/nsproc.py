@@ -86,7 +86,7 @@ class Namespace:
             # No --fork: unshare execs sleep itself, so the PID we hold is inside the namespace.
             argv = ["unshare", "--net", "--mount", "--propagation", "private"]
         else:
-            argv = [*self.parent.prefix(), "unshare", "--net"]
+            argv = [*self.parent.lan_prefix(), "unshare", "--net"]
         self.holder = subprocess.Popen(
             [*argv, "--", "sleep", "infinity"],
             preexec_fn=_die_with_parent,
@@ -106,6 +106,10 @@ class Namespace:
     def prefix(self) -> list[str]:
         # A LAN holder shares its parent's mount namespace, so -m works for both kinds.
         return ["nsenter", "-t", str(self.pid), "-n", "-m", "--"]
+
+    def lan_prefix(self) -> list[str]:
+        """Where a LAN neighbour namespace of this one is made (see release.py for another)."""
+        return self.prefix()
 
     def run(
         self,
