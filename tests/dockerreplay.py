@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socketserver
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -18,7 +17,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     bodies: dict[str, bytes]
     requests: Counter[str]
-    hang: float = 0.0
+    hanging = False
+    released: threading.Event
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -29,8 +29,8 @@ class _Handler(BaseHTTPRequestHandler):
         # The SDK prefixes /vX.Y once it knows the version; the replay ignores it.
         route = "/" + path.split("/", 2)[2] if path.startswith("/v1.") else path
         self.server.requests[route] += 1
-        if self.server.hang:
-            time.sleep(self.server.hang)
+        if self.server.hanging:
+            self.server.released.wait()  # until the replay shuts down: a daemon that never answers
         body = self.server.bodies.get(route)
         if body is None:
             self.send_error(404)
@@ -67,6 +67,7 @@ class DockerReplay:
             "/networks": NETWORKS,
         }
         self._server.requests = Counter()
+        self._server.released = threading.Event()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -77,14 +78,16 @@ class DockerReplay:
     def requests(self) -> Counter[str]:
         return self._server.requests
 
-    def hang(self, seconds: float) -> None:
-        self._server.hang = seconds
+    def hang(self) -> None:
+        """From now on, take requests and never answer them."""
+        self._server.hanging = True
 
     def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._server.released.set()
         self._server.shutdown()
         self._server.server_close()
         self.socket_path.unlink(missing_ok=True)

@@ -40,7 +40,7 @@ def test_permission_denied_hint() -> None:
 
 def test_hanging_daemon_times_out(tmp_path: Path) -> None:
     with DockerReplay(tmp_path / "d.sock") as docker:
-        docker.hang(3)
+        docker.hang()  # for good, so only the client's own timeout can end the wait
         with pytest.raises(DockerError) as info:
             DockerAPI(docker.url, timeout=0.5).endpoints()
     assert "did not answer within" in info.value.hint
