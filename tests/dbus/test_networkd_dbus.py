@@ -31,7 +31,9 @@ LINKS = {
 def adapter(tmp_path: Path) -> Iterator[DBusNetworkd]:
     # A networkctl that fails, so no test reaches the machine's real networkd by accident.
     networkctl = make_networkctl(tmp_path, status=1)
-    with DBusNetworkd(Paths(tmp_path), timeout=2.0, networkctl=str(networkctl.path)) as n:
+    # None of these tests hangs anything: the timeout only keeps a broken test from hanging,
+    # so it is generous enough for a machine under load.
+    with DBusNetworkd(Paths(tmp_path), timeout=30.0, networkctl=str(networkctl.path)) as n:
         yield n
 
 
@@ -133,39 +135,59 @@ def test_bus_without_networkd_raises(system_bus: str, adapter: DBusNetworkd) -> 
     assert "org.freedesktop.DBus.Error.ServiceUnknown" in raised.value.message
 
 
+# The hung service and bus below never answer, so an error at all proves the call is bounded; the
+# message names the timeout that fired, and a timer never fires early, so the lower limits hold
+# however loaded the machine is. No upper limit: that would only measure the machine.
+
+
 def test_hung_service_fails_within_timeout(system_bus: str, tmp_path: Path) -> None:
     with running(system_bus, LINKS, hang=True), DBusNetworkd(Paths(tmp_path), timeout=0.3) as n:
         started = time.monotonic()
         with pytest.raises(NetworkdError, match=r"timed out after 0\.3 s calling GetLinkByName"):
             n.link("eth0")
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started >= 0.3
 
 
 def test_hung_bus_fails_within_timeout_and_then_fast(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Accepts connections (the kernel's backlog does) but never says a word: a wedged daemon.
+    # Taking them off the backlog here counts the connection attempts: "then fast" is "without
+    # trying again", which no clock has to judge.
     path = tmp_path / "hung-bus"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(path))
         listener.listen(8)
+        listener.setblocking(False)
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={path}")
         with DBusNetworkd(Paths(tmp_path), timeout=0.3) as n:
             started = time.monotonic()
             with pytest.raises(NetworkdError, match=r"timed out after 0\.3 s connecting"):
                 n.link("eth0")
-            first = time.monotonic() - started
-            with pytest.raises(NetworkdError, match="timed out"):
+            assert time.monotonic() - started >= 0.3
+            assert _accept_all(listener) == 1
+            with pytest.raises(NetworkdError, match=r"timed out after 0\.3 s connecting"):
                 n.link("eth1")
-            second = time.monotonic() - started - first
+            assert _accept_all(listener) == 0  # the remembered failure, not a second wait
             # close() forgets the failure: a restarted bus is tried again.
             n.close()
-            with pytest.raises(NetworkdError, match="timed out"):
+            started = time.monotonic()
+            with pytest.raises(NetworkdError, match=r"timed out after 0\.3 s connecting"):
                 n.link("eth0")
-            third = time.monotonic() - started - first - second
-    assert first < 1.5
-    assert second < 0.1
-    assert third >= 0.3
+            assert time.monotonic() - started >= 0.3
+            assert _accept_all(listener) == 1
+
+
+def _accept_all(listener: socket.socket) -> int:
+    """Take every pending connection off the listener's backlog; how many there were."""
+    n = 0
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return n
+        conn.close()
+        n += 1
 
 
 def test_link_vanishing_before_describe_link_is_none(
@@ -254,7 +276,7 @@ def test_one_connection_serves_all_calls_and_close_drops_it(
         adapter.systemd_version()
         assert len(fake.unique_names()) == 2  # the fake and the adapter
         adapter.close()
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 60  # a hang guard: the daemon drops a closed peer soon
         while len(fake.unique_names()) != 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(fake.unique_names()) == 1
