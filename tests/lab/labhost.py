@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import packages
+from . import networkd_bug, packages
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
 from .nsproc import Command, LabError, Namespace, argv_of
@@ -207,7 +207,10 @@ DOCKERD_LAB_ARGS = ("--bridge=none", "--userland-proxy=false")
 
 @dataclass(frozen=True)
 class LabOptions:
-    networkd: Literal["252", "247", "257", None] = "252"  # None: none (fixture capture)
+    # "247": Debian bullseye's own 247.3 binary, which carries the #18378 fix (it re-adds proxy
+    # entries after a flap); "247-bug": the same source rebuilt without that fix
+    # (networkd_bug.py). None: no networkd (fixture capture).
+    networkd: Literal["252", "247", "247-bug", "257", None] = "252"
     dispatcher: bool = True
     docker: bool = True
     uplinks: int = 1  # 2 adds uplink1 with its own LAN namespace
@@ -453,9 +456,11 @@ class Lab:
             if self.options.networkd not in ("252", None):
                 raise LabError(f"release {self.options.release} runs its own networkd only")
             return None
-        fetch = {"247": packages.networkd_247, "257": packages.networkd_257}.get(
-            self.options.networkd or ""
-        )
+        fetch = {
+            "247": packages.networkd_247,
+            "247-bug": networkd_bug.networkd_247_bug,
+            "257": packages.networkd_257,
+        }.get(self.options.networkd or "")
         return fetch() if fetch else None
 
     def has_slaac(self, ifname: str) -> bool:

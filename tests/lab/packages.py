@@ -119,14 +119,15 @@ def _apt(apt_dir: Path, *args: str, cwd: Path | None = None) -> None:
         raise LabError(f"apt-get {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
 
 
-def _suite_apt(suite: str) -> Path:
-    """A private apt configuration for one suite of the machine's mirror, its lists updated."""
-    apt_dir = CACHE_DIR / f"apt-{suite}"
+def _suite_apt(suite: str, kind: str = "deb") -> Path:
+    """A private apt configuration for one suite of the machine's mirror, its lists updated.
+    kind "deb-src": source packages only, for `apt-get source` (networkd_bug.py)."""
+    apt_dir = CACHE_DIR / (f"apt-{suite}" if kind == "deb" else f"apt-{suite}-{kind}")
     for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial"):
         (apt_dir / sub).mkdir(parents=True, exist_ok=True)
     uri, signed_by = debian_mirror()
     opt = f" [signed-by={signed_by}]" if signed_by else ""
-    (apt_dir / "sources.list").write_text(f"deb{opt} {uri} {suite} main\n")
+    (apt_dir / "sources.list").write_text(f"{kind}{opt} {uri} {suite} main\n")
     _apt(apt_dir, "update")
     return apt_dir
 
