@@ -11,10 +11,13 @@ version: when either changes, the tree is built again.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import packages
@@ -69,16 +72,34 @@ def _remove(tree: Path) -> None:
         subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)
 
 
+@contextlib.contextmanager
+def _locked(suite: str) -> Iterator[None]:
+    """One build of a suite at a time, across processes (two test runs side by side)."""
+    ROOTFS_DIR.mkdir(parents=True, exist_ok=True)
+    with (ROOTFS_DIR / f".{suite}.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def build(suite: str) -> Path:
-    """The cached root filesystem of `suite`, built first if missing or stale."""
+    """The cached root filesystem of `suite`, built first if missing or stale.
+
+    A stale tree is replaced, not changed in place; a lab of another process still running on
+    it (overlay lower layer) may then see its files vanish: rebuild when no lab runs."""
     if suite not in SUITES:
         raise LabError(f"unknown suite {suite!r} (known: {', '.join(SUITES)})")
-    dest = path(suite)
     if is_current(suite):
-        return dest
+        return path(suite)
+    with _locked(suite):
+        if not is_current(suite):  # another process may have built it meanwhile
+            _build(suite)
+    return path(suite)
+
+
+def _build(suite: str) -> None:
+    dest = path(suite)
     packages.ensure_packages(("mmdebstrap",))
-    ROOTFS_DIR.mkdir(parents=True, exist_ok=True)
-    for leftover in ROOTFS_DIR.glob(f".{suite}.*"):
+    for leftover in ROOTFS_DIR.glob(f".{suite}.[bo]*"):  # .building-*, .old-*: interrupted
         _remove(leftover)
     tmp = ROOTFS_DIR / f".{suite}.building-{os.getpid()}"
     uri, signed_by = packages.debian_mirror()
@@ -99,7 +120,6 @@ def build(suite: str) -> Path:
         dest.rename(old)
     tmp.rename(dest)
     _remove(old)
-    return dest
 
 
 def _finish(tree: Path, suite: str) -> None:

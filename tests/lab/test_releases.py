@@ -5,8 +5,11 @@ filesystem with every daemon and v6gen's interpreter and libraries from that rel
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
+from . import rootfs
 from .conftest import MakeLab
 from .test_scenarios import COMPOSE, PROBE, SEED, proxied_in_dropin, snapshot, sync
 
@@ -43,3 +46,13 @@ def test_1_seed_reachable_only_after_sync(make_lab: MakeLab, release: str) -> No
     sync(lab)
     assert snapshot(lab) == before, "a second sync changed files"
     assert lab.v6gen("diff").returncode == 0
+
+    # All of it (v6gen's files, dockerd's state, the daemons' runtime files) went into the
+    # lab's own layers: the cached tree is as mmdebstrap left it.
+    lab.stop()
+    tree = rootfs.path(release)
+    changed = subprocess.run(
+        ["find", str(tree), "-xdev", "-newer", str(tree / rootfs.STAMP), "-print", "-quit"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert changed == "", f"the lab wrote into the cached {release} tree: {changed}"

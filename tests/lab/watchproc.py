@@ -121,7 +121,7 @@ class WatchProc:
             v6gen = [INSTALLED_V6GEN]
         else:
             env_args += [f"PYTHONPATH={REPO / 'src'}"]
-            v6gen = [sys.executable, "-m", "v6gen"]
+            v6gen = [getattr(lab, "python", sys.executable), "-m", "v6gen"]
         env = {**({"NOTIFY_SOCKET": notify.path} if notify else {}), **(env or {})}
         env_args += [f"{k}={v}" for k, v in env.items()]
         argv = [*lab.host.prefix(), *wrap, "env", *env_args, *v6gen, "watch", *args]
