@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v6gen import discover, fsutil, hooks
+from v6gen import discover, fsutil, hooks, trust
 from v6gen import state as state_mod
 from v6gen.errors import ApplyError, NetworkdError
 from v6gen.model import Plan
@@ -18,6 +18,9 @@ from v6gen.paths import Paths
 from v6gen.ports import Kernel, Networkd, ProxyKey
 
 FORWARDING = "net/ipv6/conf/all/forwarding"
+# A LAN host re-checks a neighbour it knows with unicast solicitations to the address itself;
+# the kernel routes those to its proxy in ip6_forward(), which asks only "all"/proxy_ndp.
+ALL_PROXY_NDP = "net/ipv6/conf/all/proxy_ndp"
 
 
 def proxy_ndp_key(uplink: str) -> str:
@@ -46,11 +49,14 @@ class Changes:
     hook_paths: tuple[Path, ...] = ()  # networkd-dispatcher hook files to install or remove
     install_hooks: bool = False
     reload_owed: bool = False  # an earlier run's networkd reload never happened
+    # v6gen's own directories that the dispatcher hook would refuse as too open -> new mode.
+    chmod: Mapping[Path, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         return not (
-            self.write
+            self.chmod
+            or self.write
             or self.remove
             or self.add
             or self.delete
@@ -137,8 +143,10 @@ def compute(
         for p, text in owned.items()
         if p not in wanted and _file_uplink(p, text, paths) not in frozen
     }
+    chmod, more = _trust(paths, wanted, owned, write)
 
     old_state, warnings = state_mod.load(paths.state_file, paths.restore_dir)
+    warnings += more
     if (
         paths.networkd_conf_dropin in remove
         and "IPv6Forwarding=" in remove[paths.networkd_conf_dropin]
@@ -170,6 +178,7 @@ def compute(
                 unchanged,
                 hook_paths,
                 want_hooks,
+                chmod=chmod,
             ),
             warnings,
         )
@@ -181,8 +190,8 @@ def compute(
     delete = (old_state.owned - want - keep_frozen) & kernel_now
     owned_entries = (old_state.owned & want) | add | keep_frozen
     # An entry that someone else put there first stays theirs: we neither add it nor claim it.
-    sysctls, saved = _sysctls(plan, kernel, old_state.saved_proxy_delay)
-    new_state = state_mod.State(frozenset(owned_entries), saved)
+    sysctls, saved, saved_sysctls = _sysctls(plan, kernel, old_state)
+    new_state = state_mod.State(frozenset(owned_entries), saved, saved_sysctls)
     changes = Changes(
         write,
         remove,
@@ -194,18 +203,68 @@ def compute(
         hook_paths,
         want_hooks,
         reload_owed=paths.reload_marker.exists(),
+        chmod=chmod,
     )
     return changes, warnings
 
 
+def _trust(
+    paths: Paths,
+    wanted: Mapping[Path, str],
+    owned: Mapping[Path, str],
+    write: dict[Path, tuple[str | None, str]],
+) -> tuple[dict[Path, int], list[str]]:
+    """Keep what the dispatcher hook reads inside its trust chain (v6gen.trust): v6gen's own
+    files that it would refuse are written anew (a fresh file of ours, mode 0644), its own
+    directories that are only too open are tightened to 0755; anything else is refused before
+    the first change, since the hook would silently restore nothing. Returns (chmod, warnings)."""
+    owner = os.geteuid()  # root on a real host: the hook's rule
+    chmod: dict[Path, int] = {}
+    warnings: list[str] = []
+    restore = [p for p in wanted if p.parent == paths.restore_dir]
+    chains = [trust.restore_chain(paths, p.stem) for p in restore]
+    sysctl = [trust.sysctl_chain(paths)] if paths.sysctl_dropin in wanted else []
+    for chain, vital in [*((c, True) for c in chains), *((c, False) for c in sysctl)]:
+        for finding in trust.check(chain, owner):
+            link, shown = finding.link, paths.host_path(finding.link.path)
+            if link.own and not link.directory:
+                write.setdefault(link.path, (owned.get(link.path), wanted[link.path]))
+            elif finding.fixable:
+                chmod[link.path] = 0o755
+            elif vital:
+                raise ApplyError(
+                    f"the dispatcher hook would refuse {shown}: {finding.why}",
+                    "it restores proxy entries after a link flap only from root's own files "
+                    f"and directories that nobody else can write; fix {shown} (or remove it, "
+                    "if it is v6gen's) and run `v6gen sync` again; nothing was changed",
+                )
+            else:
+                warnings.append(
+                    f"the dispatcher hook will not read proxy_delay from "
+                    f"{paths.host_path(paths.sysctl_dropin)}: {shown} is {finding.why}"
+                )
+    return chmod, warnings
+
+
 def _sysctls(
-    plan: Plan, kernel: Kernel, saved: Mapping[str, str]
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Kernel settings that make proxying work now, without waiting for networkd to reload."""
+    plan: Plan, kernel: Kernel, old: state_mod.State
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Kernel settings that make proxying work now, without waiting for networkd to reload;
+    and what to put back later: proxy_delay per uplink, and the host-wide proxy_ndp."""
     want: dict[str, str] = {}
+    saved = old.saved_proxy_delay
     new_saved = dict(saved)
+    saved_sysctls = dict(old.saved_sysctls)
     if plan.uplinks:
         want[FORWARDING] = "1"
+        want[ALL_PROXY_NDP] = "1"
+        current = kernel.read_sysctl(ALL_PROXY_NDP)
+        if current is not None and ALL_PROXY_NDP not in saved_sysctls:
+            saved_sysctls[ALL_PROXY_NDP] = current
+    elif not _frozen_uplinks(plan) and ALL_PROXY_NDP in saved_sysctls:
+        # Nothing proxied any more: put back what v6gen found. (Forwarding stays: turning it off
+        # could cut routing something else relies on.)
+        want[ALL_PROXY_NDP] = saved_sysctls.pop(ALL_PROXY_NDP)
     for uplink in plan.uplinks:
         # Setting "all" copies the value to every interface only when it changes: an uplink
         # whose own switch was turned off later would stay silent.
@@ -225,7 +284,7 @@ def _sysctls(
                 want[proxy_delay_key(name)] = value
             del new_saved[name]
     changed = {k: v for k, v in want.items() if kernel.read_sysctl(k) not in (v, None)}
-    return changed, new_saved
+    return changed, new_saved, saved_sysctls
 
 
 def _writable_or_fail(changes: Changes, paths: Paths) -> None:
@@ -279,6 +338,13 @@ def execute(
     defer_reload: bool = False,
 ) -> Result:
     result = Result(changes)
+    for directory, mode in sorted(changes.chmod.items()):
+        try:
+            directory.chmod(mode)
+        except OSError as exc:
+            raise ApplyError(
+                f"cannot tighten {paths.host_path(directory)}: {exc.strerror}", ""
+            ) from None
     claim = live and changes.state != changes.old_state
     had_state = os.path.lexists(paths.state_file)
     if claim:
@@ -288,6 +354,7 @@ def execute(
         claimed = state_mod.State(
             changes.old_state.owned | changes.add,
             {**changes.state.saved_proxy_delay, **changes.old_state.saved_proxy_delay},
+            {**changes.state.saved_sysctls, **changes.old_state.saved_sysctls},
         )
         state_mod.save(paths.state_file, claimed)
     if live and changes.networkd_files_changed(paths):

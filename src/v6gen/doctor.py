@@ -7,8 +7,14 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from v6gen import discover, engine, firewall, state
-from v6gen.apply import FORWARDING, forwarding_key, proxy_delay_key, proxy_ndp_key
+from v6gen import discover, engine, firewall, state, trust
+from v6gen.apply import (
+    ALL_PROXY_NDP,
+    FORWARDING,
+    forwarding_key,
+    proxy_delay_key,
+    proxy_ndp_key,
+)
 from v6gen.errors import DockerError
 from v6gen.model import DockerFacts, DockerNetwork, HostFacts, Plan, Reach
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
@@ -63,8 +69,10 @@ def run(ctx: engine.Context) -> list[Check]:
     checks += [Check("networkd", Level.WARN, w, "is systemd-networkd running?") for w in warnings]
     checks += _uplinks(ctx, facts, plan)
     checks += _forwarding(ctx, plan)
+    checks += _all_proxy_ndp(ctx, plan)
     checks.append(_systemd(facts))
     checks += _hooks(ctx.paths)
+    checks += _hook_data(ctx.paths, plan)
     checks.append(_dispatcher_running())
     checks += _addresses(plan, len(endpoints))
     return checks
@@ -253,6 +261,19 @@ def _forwarding(ctx: engine.Context, plan: Plan) -> list[Check]:
     return [_ok("forwarding", f"net.ipv6.conf.all.forwarding={value}{on}")]
 
 
+def _all_proxy_ndp(ctx: engine.Context, plan: Plan) -> list[Check]:
+    if not plan.uplinks:
+        return []
+    if ctx.adapters.kernel.read_sysctl(ALL_PROXY_NDP) != "1":
+        why = (
+            "net.ipv6.conf.all.proxy_ndp is 0: a LAN host re-checking a container with unicast "
+            "solicitations gets no answer and must fall back to multicast (some routers drop "
+            "traffic meanwhile)"
+        )
+        return [Check("proxy_ndp all", Level.FAIL, why, "run `v6gen sync`")]
+    return [_ok("proxy_ndp all", "on: unicast solicitations for proxied addresses are answered")]
+
+
 def _systemd(facts: HostFacts) -> Check:
     v = facts.systemd_version
     if v is None:
@@ -305,6 +326,29 @@ def _hooks(paths: Paths) -> list[Check]:
             "run `v6gen sync` (install_hooks: true) or install the Debian package",
         )
     ]
+
+
+def _hook_data(paths: Paths, plan: Plan) -> list[Check]:
+    """What the dispatcher hook would refuse to read, by its own rules (v6gen.trust)."""
+    refused = [
+        f"{paths.host_path(f.link.path)}: {f.why}"
+        for u in plan.uplinks
+        for f in trust.check(trust.restore_chain(paths, u.name))
+    ]
+    sysctl = [
+        f"{paths.host_path(f.link.path)}: {f.why}" for f in trust.check(trust.sysctl_chain(paths))
+    ]
+    out = []
+    if refused:
+        why = f"the hook would restore nothing after a link flap: {'; '.join(sorted(set(refused)))}"
+        hint = "run `v6gen sync`, which tightens v6gen's own directories or says what to fix"
+        out.append(Check("hook data", Level.FAIL, why, hint))
+    elif plan.uplinks:
+        out.append(_ok("hook data", "root's own and writable by nobody else, as the hook requires"))
+    if sysctl and plan.uplinks:
+        why = f"the hook would leave proxy_delay alone after a flap: {'; '.join(sysctl)}"
+        out.append(Check("hook sysctl", Level.WARN, why, "run `v6gen sync`"))
+    return out
 
 
 def _hook_problem(path: Path) -> str:

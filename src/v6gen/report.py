@@ -24,6 +24,7 @@ def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
         f"{would}add    {a} on {d}  {owners.get((d, a), '')}".rstrip() for d, a in sorted(c.add)
     ]
     lines += [f"{would}remove {a} on {d}" for d, a in sorted(c.delete)]
+    lines += [f"{would}chmod  {m:04o} {paths.host_path(p)}" for p, m in sorted(c.chmod.items())]
     lines += [f"{would}write  {paths.host_path(p)}" for p in sorted(c.write)]
     lines += [f"{would}delete {paths.host_path(p)}" for p in sorted(c.remove)]
     verb = "install" if c.install_hooks else "remove "
@@ -100,6 +101,7 @@ def to_json(outcome: Outcome, paths: Paths) -> dict[str, Any]:
         ],
         "removed": [{"uplink": d, "address": str(a)} for d, a in sorted(c.delete)],
         "files_written": sorted(str(paths.host_path(p)) for p in c.write),
+        "dirs_tightened": {str(paths.host_path(p)): f"{m:04o}" for p, m in sorted(c.chmod.items())},
         "files_removed": sorted(str(paths.host_path(p)) for p in c.remove),
         "hooks_changed": sorted(str(paths.host_path(p)) for p in c.hook_paths),
         "sysctls": dict(sorted(c.sysctls.items())),

@@ -1,5 +1,5 @@
 """/var/lib/v6gen/state.json: which kernel proxy entries v6gen added (so it deletes only those)
-and the proxy_delay values it replaced (so `clean` can put them back)."""
+and the proxy_delay and host-wide sysctl values it replaced (so `clean` can put them back)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,16 @@ from v6gen.paths import Paths
 from v6gen.ports import ProxyKey
 
 FORMAT = 1
+# Host-wide sysctls whose value before v6gen is kept, to be put back (format 1 readers that
+# predate the key simply ignore it).
+RESTORED_SYSCTLS = frozenset({"net/ipv6/conf/all/proxy_ndp"})
 
 
 @dataclass(frozen=True)
 class State:
     owned: frozenset[ProxyKey] = frozenset()
     saved_proxy_delay: dict[str, str] = field(default_factory=dict)
+    saved_sysctls: dict[str, str] = field(default_factory=dict)  # key -> value before v6gen
 
     def to_json(self) -> str:
         by_uplink: dict[str, list[str]] = {}
@@ -31,6 +35,7 @@ class State:
             "generated_by": "v6gen",
             "owned_proxy_entries": by_uplink,
             "saved_proxy_delay": dict(sorted(self.saved_proxy_delay.items())),
+            "saved_sysctls": dict(sorted(self.saved_sysctls.items())),
         }
         return json.dumps(doc, indent=2) + "\n"
 
@@ -53,7 +58,12 @@ def _parse(text: str) -> State:
         for k, v in dict(doc.get("saved_proxy_delay", {})).items()
         if not validate.interface_name(str(k)) and str(v).isdigit()
     }
-    return State(frozenset(owned), saved)
+    sysctls = {
+        str(k): str(v)
+        for k, v in dict(doc.get("saved_sysctls", {})).items()
+        if str(k) in RESTORED_SYSCTLS and str(v).isdigit()
+    }
+    return State(frozenset(owned), saved, sysctls)
 
 
 def _trusted(st: os.stat_result) -> bool:

@@ -29,6 +29,7 @@ def test_before_sync_the_missing_pieces_fail(host: Host) -> None:
     got = levels(host)
     assert got["forwarding"][0] is Level.FAIL
     assert got["proxy_ndp uplink0"][0] is Level.FAIL
+    assert got["proxy_ndp all"][0] is Level.FAIL
     assert got["kernel entries"] == (Level.FAIL, "missing 2001:db8::a:71a5")
     assert got["hooks"][0] is Level.WARN
     assert doctor.exit_code(doctor.run(host.ctx())) == 1
@@ -42,10 +43,14 @@ def test_after_sync_the_kernel_side_is_ok(host: Host) -> None:
         "uplink uplink0",
         "forwarding",
         "proxy_ndp uplink0",
+        "proxy_ndp all",
         "proxy_delay uplink0",
         "kernel entries",
         "systemd",
         "addresses",
+        "docker firewall",
+        "docker network seed_probe-network",
+        "hook data",
     ):
         assert got[name][0] is Level.OK, (name, got[name])
 

@@ -106,7 +106,8 @@ def test_rendered_files_hold_only_our_keys_and_entries(endpoints: list[Endpoint]
                 assert m is not None and m.group(1) == uplink, line
         elif "sysctl.d" in path.parts:
             sysctl = (
-                r"net/ipv6/(neigh/uplink[01]/proxy_delay = 0|conf/(all|uplink[01])/forwarding = 1)"
+                r"net/ipv6/(neigh/uplink[01]/proxy_delay = 0|conf/(all|uplink[01])/forwarding = 1"
+                r"|conf/all/proxy_ndp = 1)"
             )
             assert all(re.fullmatch(sysctl, b) for b in body), body
         else:

@@ -76,6 +76,29 @@ def test_last_container_gone_removes_every_owned_file(host: Host) -> None:
     assert host.kernel.sysctls["net/ipv6/neigh/uplink0/proxy_delay"] == "80"
 
 
+def test_all_proxy_ndp_is_set_while_anything_is_proxied_then_put_back(host: Host) -> None:
+    key = "net/ipv6/conf/all/proxy_ndp"
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    assert host.kernel.sysctls[key] == "1"
+    assert "net/ipv6/conf/all/proxy_ndp = 1\n" in host.paths.sysctl_dropin.read_text()
+    assert '"net/ipv6/conf/all/proxy_ndp": "0"' in host.paths.state_file.read_text()
+    host.kernel.sysctls[key] = "0"  # turned off behind v6gen's back: the next sync repairs it
+    assert engine.sync(host.ctx()).changes.sysctls == {key: "1"}
+    engine.clean(host.ctx())
+    assert host.kernel.sysctls[key] == "0"  # what v6gen found
+    assert '"saved_sysctls": {}' in host.paths.state_file.read_text()
+
+
+def test_an_admins_all_proxy_ndp_stays_on_after_clean(host: Host) -> None:
+    host.kernel.sysctls["net/ipv6/conf/all/proxy_ndp"] = "1"
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    engine.clean(host.ctx())
+    assert host.kernel.sysctls["net/ipv6/conf/all/proxy_ndp"] == "1"
+    assert ("net/ipv6/conf/all/proxy_ndp", "0") not in host.kernel.sysctl_writes
+
+
 def test_foreign_entry_is_never_deleted_nor_claimed(host: Host) -> None:
     foreign = ("uplink0", addr("2001:db8::99"))
     host.kernel.proxy = {foreign}
