@@ -60,6 +60,9 @@ class FakeNetworkd:
             raise NetworkdError("cannot connect to the system bus", "")
         return self.version
 
+    def systemd_version_source(self) -> str:
+        return "the fake networkd"
+
     def network_file_links(self) -> dict[PurePosixPath, frozenset[str]]:
         if self.unreachable:
             raise NetworkdError("cannot connect to the system bus", "is dbus running?")

@@ -193,16 +193,17 @@ def gather_host(
             users = networkd.network_file_links()
         except NetworkdError as exc:
             warnings.append(f"cannot ask networkd which links share a .network file: {exc.message}")
-    version = config.systemd_version
+    version, source = config.systemd_version, "systemd_version in the config"
     if version is None:
         try:
-            version = networkd.systemd_version()
+            version, source = networkd.systemd_version(), networkd.systemd_version_source()
         except NetworkdError:
-            version = None
+            version, source = None, "nothing: networkd could not be asked"
     before = frozenset(p.stem for p in paths.restore_dir.glob("*.proxy"))
     own = kernel.host_addresses() if links else {}
     rules = kernel.ip6_filter() if links else None
-    return HostFacts(default, links, version, before, users, own, rules), warnings
+    facts = HostFacts(default, links, version, before, users, own, rules, source)
+    return facts, warnings
 
 
 def owned_dropin_uplink(text: str) -> str | None:

@@ -18,6 +18,7 @@ from v6gen.apply import (
 from v6gen.errors import DockerError
 from v6gen.model import DockerFacts, DockerNetwork, HostFacts, Plan, Reach
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
+from v6gen.wording import count
 
 
 class Level(enum.Enum):
@@ -232,7 +233,12 @@ def _uplinks(ctx: engine.Context, facts: HostFacts, plan: Plan) -> list[Check]:
         parts += [f"stale {', '.join(str(a) for _, a in stale)}"] if stale else []
         out.append(Check("kernel entries", Level.FAIL, "; ".join(parts), "run `v6gen sync`"))
     else:
-        out.append(_ok("kernel entries", f"{len(want)} proxy entr(y/ies), exactly as planned"))
+        out.append(
+            _ok(
+                "kernel entries",
+                f"{count(len(want), 'proxy entry', 'proxy entries')}, exactly as planned",
+            )
+        )
     return out
 
 
@@ -275,7 +281,7 @@ def _all_proxy_ndp(ctx: engine.Context, plan: Plan) -> list[Check]:
 
 
 def _systemd(facts: HostFacts) -> Check:
-    v = facts.systemd_version
+    v, source = facts.systemd_version, facts.systemd_version_source
     if v is None:
         return Check(
             "systemd",
@@ -288,10 +294,11 @@ def _systemd(facts: HostFacts) -> Check:
         return Check(
             "systemd",
             Level.WARN,
-            f"{v}: may have bug #18378 (proxy entries lost on a link flap; fixed in 247.4/248)",
+            f"{v} ({source}): may have bug #18378 (proxy entries lost on a link flap; fixed "
+            "in 247.4/248 and in Debian's 247.3-4)",
             "keep the dispatcher hooks installed",
         )
-    return _ok("systemd", f"{v}: not affected by bug #18378")
+    return _ok("systemd", f"{v} ({source}): not affected by bug #18378")
 
 
 def _hooks(paths: Paths) -> list[Check]:
@@ -394,7 +401,12 @@ def _addresses(plan: Plan, total: int) -> list[Check]:
     ]
     out += [Check(f"uplink {f.uplink}", Level.FAIL, f.message, f.hint) for f in plan.failed]
     if not out:
-        out.append(_ok("addresses", f"{total} container address(es), all proxyable"))
+        out.append(
+            _ok(
+                "addresses",
+                f"{count(total, 'container address', 'container addresses')}, all proxyable",
+            )
+        )
     return out
 
 

@@ -101,6 +101,7 @@ class HostFacts:
     host_addresses: Mapping[IPv6Address, str] = field(default_factory=dict)
     # Docker's IPv6 firewall rules; None when they could not be read.
     ip6_filter: Ip6Filter | None = None
+    systemd_version_source: str = ""  # whose version systemd_version is
 
 
 GATEWAY_MODE_V6 = "com.docker.network.bridge.gateway_mode_ipv6"

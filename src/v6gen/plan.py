@@ -26,6 +26,7 @@ from v6gen.model import (
     UplinkFailure,
     UplinkPlan,
 )
+from v6gen.wording import count
 
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
@@ -299,9 +300,8 @@ def make_plan(
     if unknown and firewall.filters_by_default(docker.version):
         warnings.append(
             f"cannot read the host's ip6tables rules, so whether Docker {docker.version}'s "
-            f"firewall lets the LAN reach {unknown} proxied address"
-            f"{'' if unknown == 1 else 'es'} is unknown: run v6gen as root, with ip6tables "
-            "installed"
+            f"firewall lets the LAN reach {count(unknown, 'proxied address', 'proxied addresses')} "
+            "is unknown: run v6gen as root, with ip6tables installed"
         )
     version = config.systemd_version or facts.systemd_version
     return Plan(

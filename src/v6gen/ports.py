@@ -37,6 +37,10 @@ class Networkd(Protocol):
 
     def systemd_version(self) -> int | None: ...
 
+    def systemd_version_source(self) -> str:
+        """Whose version systemd_version() is ("the running systemd-networkd (pid 42)", ...)."""
+        ...
+
     def network_file_links(self) -> Mapping[PurePosixPath, frozenset[str]]:
         """Every link networkd configures, by the .network file it uses: a drop-in applies to
         all of them. Raises NetworkdError when unreachable."""

@@ -8,6 +8,7 @@ from v6gen import firewall
 from v6gen.engine import Outcome
 from v6gen.model import Plan
 from v6gen.paths import Paths
+from v6gen.wording import count
 
 
 def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
@@ -16,7 +17,8 @@ def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
     if c.empty:
         total = sum(len(u.entries) for u in plan.uplinks)
         return [
-            f"up to date: {total} address(es) on {len(plan.uplinks)} uplink(s), nothing changed"
+            f"up to date: {count(total, 'address', 'addresses')} on "
+            f"{count(len(plan.uplinks), 'uplink')}, nothing changed"
         ]
     would = "would " if outcome.dry_run else ""
     owners = {(u.name, e.address): e.describe_owners() for u in plan.uplinks for e in u.entries}

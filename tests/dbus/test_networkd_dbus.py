@@ -291,6 +291,10 @@ def test_version_from_dbus(system_bus: str, tmp_path: Path) -> None:
         DBusNetworkd(Paths(tmp_path), networkctl=str(networkctl.path)) as adapter,
     ):
         assert adapter.systemd_version() == 252
+        # The fake networkd maps no libsystemd-shared: PID 1's version stands in, and says so.
+        assert adapter.systemd_version_source() == (
+            "the running systemd (PID 1), not networkd itself"
+        )
     assert networkctl.invocations() == []
 
 
@@ -304,6 +308,7 @@ def test_version_from_networkctl_without_systemd_on_bus(system_bus: str, tmp_pat
     ):
         assert adapter.systemd_version() == 247
         assert adapter.systemd_version() == 247
+        assert adapter.systemd_version_source().startswith("the installed networkctl")
     assert networkctl.invocations() == ["--version"]  # asked once, then remembered
 
 

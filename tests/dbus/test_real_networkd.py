@@ -198,10 +198,12 @@ def test_real_networkd(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
             ),
         )
 
-        # No systemd1 on this bus (as in containers): the version comes from networkctl.
+        # No systemd1 on this bus (as in containers): the version is the running networkd's own,
+        # from the libsystemd-shared-<major>.so it maps.
         installed = subprocess.run(
             [NETWORKD, "--version"], capture_output=True, text=True, check=True
         ).stdout
         match = re.match(r"systemd (\d+)", installed)
         assert match is not None
         assert networkd.systemd_version() == int(match.group(1))
+        assert networkd.systemd_version_source().startswith("the running systemd-networkd (pid ")

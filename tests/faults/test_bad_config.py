@@ -202,6 +202,6 @@ def test_empty_config_means_the_defaults(host: CliHost, replay: DockerReplay, te
     before, kernel = host.snapshot(), host.kernel_view()
     r = host.run("sync")
     assert (r.code, r.err) == (0, "")
-    assert r.out == "up to date: 1 address(es) on 1 uplink(s), nothing changed\n"
+    assert r.out == "up to date: 1 address on 1 uplink, nothing changed\n"
     assert changed(before, host.snapshot()) == {}
     assert host.kernel_view() == kernel

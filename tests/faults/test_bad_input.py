@@ -24,7 +24,7 @@ from .tree import changed
 COMPOSE = {"com.docker.compose.project": "app", "com.docker.compose.service": "good"}
 GOOD = container("good", "2001:db8::a:1", labels=COMPOSE)
 GOOD_ENTRY = ("uplink0", IPv6Address("2001:db8::a:1"))
-UP_TO_DATE = "up to date: 1 address(es) on 1 uplink(s), nothing changed\n"
+UP_TO_DATE = "up to date: 1 address on 1 uplink, nothing changed\n"
 DROPIN = "etc/systemd/network/10-uplink0.network.d/50-v6gen.conf"
 RESTORE = "var/lib/v6gen/uplinks/uplink0.proxy"
 GLOBAL_ONLY = "only global unicast addresses can be proxied"

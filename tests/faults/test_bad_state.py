@@ -37,7 +37,7 @@ GOOD = container("good", "2001:db8::a:1")
 GOOD_ENTRY = ("uplink0", IPv6Address("2001:db8::a:1"))
 F00 = ("uplink0", IPv6Address("2001:db8::f00"))  # an admin's entry, in FOREIGN
 STATE = "var/lib/v6gen/state.json"
-UP_TO_DATE = "up to date: 1 address(es) on 1 uplink(s), nothing changed\n"
+UP_TO_DATE = "up to date: 1 address on 1 uplink, nothing changed\n"
 UNTRUSTED = "not a regular file owned by this user and writable only by it"
 ME = (os.geteuid(), os.getegid())
 

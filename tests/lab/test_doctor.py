@@ -13,6 +13,7 @@ other labs running on the same machine have dispatchers of their own.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -127,7 +128,10 @@ def test_every_breakage_is_detected_and_sync_repairs_it(lab: Lab, tmp_path: Path
     checks = all_ok(lab)
     by_name = {c["name"]: c["message"] for c in checks}
     assert by_name["uplink uplink0"].startswith(f"managed by networkd via {NETWORK_FILE}")
-    assert by_name["systemd"] == "252: not affected by bug #18378"
+    assert re.fullmatch(
+        r"252 \(the running systemd-networkd \(pid \d+\)\): not affected by bug #18378",
+        by_name["systemd"],
+    ), by_name["systemd"]
 
     breakages: list[tuple[str, dict[str, tuple[str, str]]]] = [
         (

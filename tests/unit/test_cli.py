@@ -46,7 +46,7 @@ def test_sync_then_up_to_date(host: Host) -> None:
     assert code == 0
     assert "write  /etc/systemd/network/10-uplink0.network.d/50-v6gen.conf" in out
     code, out, _ = run(host, "sync")
-    assert code == 0 and out.startswith("up to date: 1 address(es) on 1 uplink(s)")
+    assert code == 0 and out.startswith("up to date: 1 address on 1 uplink")
 
 
 def test_diff_exit_codes(host: Host) -> None:

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 from collections.abc import Coroutine, Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +40,11 @@ UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 _NO_SUCH_LINK_SUFFIX = ".NoSuchLink"
 _DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 _UNKNOWN_STATE = "unknown"
+BUS = "org.freedesktop.DBus"
+BUS_PATH = "/org/freedesktop/DBus"
+# Every systemd binary maps its release's libsystemd-shared-<major>.so: the running daemon's own
+# version, whatever was installed since (an upgrade without a restart) or wherever it came from.
+_SHARED_LIB = re.compile(r"/libsystemd-shared-(\d+)\.so$", re.MULTILINE)
 
 
 class _CallFailed(NetworkdError):
@@ -73,6 +78,7 @@ class DBusNetworkd:
         self._has_describe_link = True
         self._version: int | None = None
         self._version_known = False
+        self._version_source = "not asked yet"
 
     # -- the Networkd port ------------------------------------------------------------------
 
@@ -153,11 +159,17 @@ class DBusNetworkd:
         )
 
     def systemd_version(self) -> int | None:
-        """The running systemd's major version, else the installed networkctl's, else None."""
+        """The running networkd's major version, else the running systemd's, else the installed
+        networkctl's, else None."""
         if not self._version_known:
             self._version = self._query_version()
             self._version_known = True
         return self._version
+
+    def systemd_version_source(self) -> str:
+        """Where systemd_version() came from, for doctor."""
+        self.systemd_version()
+        return self._version_source
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -293,7 +305,24 @@ class DBusNetworkd:
             raise NetworkdError(f"`{shown}` failed: {detail}", self._hint())
         return done.stdout
 
+    def _running_networkd_version(self) -> tuple[int, int] | None:
+        """(major version, pid) of the systemd-networkd that owns its bus name."""
+        try:
+            (pid,) = self._call(
+                BUS, BUS_PATH, BUS, "GetConnectionUnixProcessID", "s", [NETWORK1], "u"
+            )
+            maps = Path(f"/proc/{int(pid)}/maps").read_text(encoding="utf-8", errors="replace")
+        except (NetworkdError, OSError, ValueError) as e:
+            log.debug("running networkd's version: %s", e)
+            return None
+        match = _SHARED_LIB.search(maps)
+        return (int(match.group(1)), int(pid)) if match else None
+
     def _query_version(self) -> int | None:
+        running = self._running_networkd_version()
+        if running is not None:
+            self._version_source = f"the running systemd-networkd (pid {running[1]})"
+            return running[0]
         try:
             (value,) = self._call(
                 SYSTEMD1,
@@ -309,6 +338,7 @@ class DBusNetworkd:
             )
             version = _leading_int(str(getattr(value, "value", value)))
             if version is not None:
+                self._version_source = "the running systemd (PID 1), not networkd itself"
                 return version
         except NetworkdError as e:
             # Normal where systemd is not PID 1 (containers): networkctl still knows.
@@ -317,9 +347,11 @@ class DBusNetworkd:
             first = (self._networkctl("--version").splitlines() or [""])[0]
         except NetworkdError as e:
             log.debug("systemd version from networkctl: %s", e.message)
+            self._version_source = "nothing: networkd, systemd and networkctl could not be asked"
             return None
         # "systemd 252 (252.38-1~deb12u1)": the installed client, usually the running daemon.
         match = re.match(r"systemd (\d+)", first.strip())
+        self._version_source = "the installed networkctl, not the running networkd"
         return int(match.group(1)) if match else None
 
     def _link_from_state_file(self, name: str, ifindex: int) -> NetworkdLink:
