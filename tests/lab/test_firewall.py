@@ -5,11 +5,12 @@ The ground truth is the LAN neighbour: a ping after its neighbour cache was flus
 proxy, must answer) and a TCP connection to a port the container listens on but did not
 publish. The expected matrix is the one measured in ../shared/notes/docker-firewall.md:
 
-| gateway mode     | ping | unpublished TCP | v6gen                                   |
-|------------------|------|-----------------|-----------------------------------------|
-| nat (default)    | no   | no              | not proxied, warns, exit 9, reach none  |
-| routed           | yes  | no              | proxied, reach published                |
-| nat-unprotected  | yes  | yes             | proxied, reach all                      |
+| gateway mode                   | ping | unpublished TCP | v6gen                                  |
+|--------------------------------|------|-----------------|----------------------------------------|
+| nat (default)                  | no   | no              | not proxied, warns, exit 9, reach none |
+| routed                         | yes  | no              | proxied, reach published               |
+| nat-unprotected                | yes  | yes             | proxied, reach all                     |
+| nat, dockerd --ip6tables=false | yes  | yes             | proxied, reach all                     |
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 from .conftest import MakeLab
 from .image import IMAGE
-from .labhost import Lab
+from .labhost import DOCKERD_LAB_ARGS, Lab
 
 pytestmark = pytest.mark.lab
 
@@ -44,13 +45,16 @@ class Mode:
     ping: bool
     tcp: bool
     reach: str  # v6gen's lan_reach for the address
+    ip6tables: bool = True  # dockerd's default; off, Docker filters no IPv6 at all
 
 
 MODES = (
     Mode("nat", None, ping=False, tcp=False, reach="none"),
     Mode("routed", "routed", ping=True, tcp=False, reach="published"),
     Mode("nat-unprotected", "nat-unprotected", ping=True, tcp=True, reach="all"),
+    Mode("nat", None, ping=True, tcp=True, reach="all", ip6tables=False),
 )
+IDS = [m.name + ("" if m.ip6tables else "-ip6tables-off") for m in MODES]
 
 
 def _network(lab: Lab, mode: Mode) -> str:
@@ -76,6 +80,15 @@ def lan_tcp(lab: Lab, addr: str, port: int) -> bool:
     return REPLY in res.stdout
 
 
+def assert_names_network(stderr: str, name: str) -> None:
+    """A warning naming the network, with the gateway mode option to fix it in the warning or
+    the hint line that follows it."""
+    lines = stderr.splitlines()
+    at = [i for i, ln in enumerate(lines) if ln.startswith(f"warning: docker network {name}:")]
+    assert len(at) == 1, f"want one warning naming network {name}:\n{stderr}"
+    assert any(GATEWAY_MODE in ln for ln in lines[at[0] : at[0] + 2]), stderr
+
+
 def _json(lab: Lab, *args: str) -> Any:
     res = lab.v6gen(*args, "--json")
     try:
@@ -92,25 +105,22 @@ def _status_row(lab: Lab, addr: str) -> dict[str, Any]:
     return dict(rows[0])
 
 
-@pytest.mark.parametrize("mode", MODES, ids=[m.name for m in MODES])
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
 def test_matrix_on_sid(make_lab: MakeLab, mode: Mode) -> None:
-    lab = make_lab(release="sid")
+    off = () if mode.ip6tables else ("--ip6tables=false",)
+    lab = make_lab(release="sid", dockerd_args=(*DOCKERD_LAB_ARGS, *off))
     name = _network(lab, mode)
     assert not lab.lan_ping(PROBE), "LAN reaches the container before any sync"
 
     res = lab.v6gen("sync")
     if mode.reach == "none":
         assert res.returncode == EXIT_BLOCKED, f"sync exit {res.returncode}\n{res.stderr}"
-        warnings = [
-            ln
-            for ln in res.stderr.splitlines()
-            if ln.startswith(f"warning: docker network {name}:")
-        ]
-        assert warnings, f"no warning names network {name}:\n{res.stderr}"
-        assert any(GATEWAY_MODE in ln for ln in res.stderr.splitlines()), res.stderr
+        assert_names_network(res.stderr, name)
         assert PROBE not in lab.proxy_entries(), "a black-holed address is proxied"
+        assert_names_network(lab.v6gen("status").stderr, name)
         checks = [c for c in _json(lab, "doctor") if c.get("name") == f"docker network {name}"]
         assert [c["level"] in ("warn", "fail") for c in checks] == [True], checks
+        assert GATEWAY_MODE in checks[0]["message"] + checks[0]["hint"], checks
     else:
         assert res.returncode == 0, f"sync exit {res.returncode}\n{res.stdout}\n{res.stderr}"
         assert PROBE in lab.proxy_entries()
