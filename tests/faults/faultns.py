@@ -146,7 +146,9 @@ class FaultHost:
         self.write_config()
         return self
 
-    def write_config(self, extra: str = "", docker_host: str = "", timeout: float = 2) -> None:
+    def write_config(self, extra: str = "", docker_host: str = "", timeout: float = 60) -> None:
+        # docker_timeout: generous, so that only the tests of it (which set their own) meet it,
+        # not a sync a test keeps waiting on purpose, nor one slowed by a loaded machine.
         files = ", ".join(f"{u.name}: {u.network_file}" for u in self.uplinks)
         names = ", ".join(u.name for u in self.uplinks)
         self.write(

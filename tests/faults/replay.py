@@ -93,19 +93,24 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class DockerReplay:
-    """Modes: "ok"; "hang" (answer /containers/json only after `hang_seconds`, or never if the
-    replay is shut down first); "close" (accept, then close the connection without a word);
-    "garbage" (a 200 whose body is not JSON)."""
+    """Modes: "ok"; "hang" (never answer /containers/json: the request is held until the
+    replay shuts down, so only the client's own timeout, or its death, ends the wait); "close"
+    (accept, then close the connection without a word); "garbage" (a 200 whose body is not
+    JSON). With `together` = n, each /containers/json request is held until n have been in
+    flight at once (then all go; at most `together_wait` s), so overlap, where there can be
+    some, shows whatever the clients' speed."""
 
     def __init__(self, socket_path: Path, containers: bytes = b"[]") -> None:
         self.socket_path = socket_path
         self.containers = containers
         self.schedule: list[bytes] = []  # when set, answers in turn instead of `containers`
         self.mode = "ok"
-        self.hang_seconds = 30.0
+        self.together = 0
+        self.together_wait = 30.0
         self.served: list[Served] = []
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified as requests come in
         self._in_flight = 0
         self.max_in_flight = 0
         self._stopping = threading.Event()
@@ -152,6 +157,11 @@ class DockerReplay:
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            self._arrived.notify_all()
+            self._arrived.wait_for(
+                lambda: self.max_in_flight >= self.together or self._stopping.is_set(),
+                self.together_wait,
+            )
         start = time.monotonic()
         with self._lock:
             if self.schedule:  # round robin: request n gets schedule[n % len]
@@ -162,7 +172,7 @@ class DockerReplay:
                 answer, slot = self.containers, -1
         try:
             if self.mode == "hang":
-                self._stopping.wait(self.hang_seconds)
+                self._stopping.wait()
             if self.mode == "garbage":
                 answer = b"<html>502 Bad Gateway</html>"
             # A small, fixed think time: without the lock, two syncs would overlap here.
@@ -211,6 +221,8 @@ class DockerReplay:
 
     def __exit__(self, *_: object) -> None:
         self._stopping.set()
+        with self._arrived:
+            self._arrived.notify_all()
         with self._events_cond:
             self._events_cond.notify_all()
         self._server.shutdown()

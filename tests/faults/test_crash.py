@@ -15,7 +15,11 @@ a random delay, waits until nothing of it is left, and checks:
 
 then runs one sync to completion and requires exactly the new state: files, state file, kernel
 entries and sysctls. Kill delays are uniform over the whole sync for a third of the trials and
-over the part of it that writes (measured on calibration runs) for the rest.
+over the part of it that writes (measured on calibration runs) for the rest. The aim follows the
+machine's speed: a kill that came after the sync had ended aims the next ones earlier, without a
+floor, since a kill sent at once lands in flight (the replay alone takes 10 ms to answer, and
+load slows the sync as much as the test). So the kills land however loaded the machine is; the
+test only takes longer.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from .replay import DockerReplay, body, container
 from .tree import Snapshot
 
 KILLS = 100  # syncs killed in flight (kills that came after a sync ended don't count)
-BUDGET = 45.0  # seconds for all trials; the test fails if KILLS do not fit
 FOREIGN = ("uplink0", "2001:db8::f00")
 ADMIN_DROPIN = "etc/systemd/network/10-uplink0.network.d/60-admin.conf"
 STATE = "var/lib/v6gen/state.json"
@@ -188,16 +191,16 @@ def test_kill_9_at_random_points(crash_host: tuple[FaultHost, DockerReplay]) -> 
     current = CYCLE[-1]
     trials = killed = 0
     leftovers: list[str] = []
-    deadline = time.monotonic() + BUDGET
+    started = time.monotonic()
     while killed < KILLS:
         assert trials < 2 * KILLS, f"only {killed} of {trials} syncs were killed in flight"
-        assert time.monotonic() < deadline, f"only {killed} kills in flight in {BUDGET} s"
         trials += 1
         target = CYCLE[(CYCLE.index(current) + 1) % len(CYCLE)]
         replay.containers = STATES[target]
-        # A third anywhere in the sync, the rest where it writes files and the kernel.
+        # A third anywhere in the sync, the rest where it writes files and the kernel (while
+        # the aim still reaches that far).
         start = 0.0 if trials % 3 == 0 else max(0.0, writes[target] - 0.01)
-        delay = rng.uniform(start, took[target])
+        delay = rng.uniform(start if start < took[target] else 0.0, took[target])
         group = rng.random() < 0.5
         how = "kill -g" if group else "kill"
         label = f"trial {trials} {current}->{target} {how} at {delay * 1000:.1f} ms"
@@ -211,13 +214,16 @@ def test_kill_9_at_random_points(crash_host: tuple[FaultHost, DockerReplay]) -> 
         else:
             assert code in (0, 5), f"{label}: exit {code}"
             # Syncs run faster than calibrated (a quieter machine): aim earlier.
-            took[target] = max(took[target] * 0.9, 0.3 * calibrated[target])
+            took[target] *= 0.9
         assert host.reap() == [], f"{label}: something of the killed sync did not end"
         leftovers += _check_killed(host, expected[current], expected[target], label)
         _full_sync(host)
         _check_exact(host, expected[target], label)
         current = target
-    print(f"{killed} of {trials} syncs killed in flight; temp files left: {leftovers}")
+    print(
+        f"{killed} of {trials} syncs killed in flight in {time.monotonic() - started:.0f} s; "
+        f"temp files left: {leftovers}"
+    )
 
 
 # -- The windows the random kills above hit only sometimes, hit on purpose (in process, fakes) --
@@ -328,6 +334,6 @@ def test_temp_files_of_killed_writes_are_swept(host: CliHost, replay: DockerRepl
     r = host.run("sync", "--dry-run")
     assert r.code == 0 and all(p.exists() for p in temps)
     r = host.run("sync")
-    assert (r.code, r.out) == (0, "up to date: 4 address(es) on 1 uplink(s), nothing changed\n")
+    assert (r.code, r.out) == (0, "up to date: 4 addresses on 1 uplink, nothing changed\n")
     assert [p for p in temps if p.exists()] == []
     assert foreign.exists()

@@ -89,10 +89,10 @@ def test_connection_closed_at_once(synced: FaultHost, replay: DockerReplay) -> N
 def test_hanging_daemon_times_out(synced: FaultHost, replay: DockerReplay) -> None:
     synced.write_config(timeout=1)
     before = _state(synced)
-    replay.mode, replay.hang_seconds = "hang", 5
+    replay.mode = "hang"  # for good: only docker_timeout can end the wait
     asked = replay.counts["/containers/json"]
     t0 = time.monotonic()
-    run = synced.v6gen("sync", timeout=15)
+    run = synced.v6gen("sync", timeout=120)  # a hang guard
     took = time.monotonic() - t0
     assert (run.code, run.out) == (4, "")
     assert run.err == (
@@ -100,7 +100,9 @@ def test_hanging_daemon_times_out(synced: FaultHost, replay: DockerReplay) -> No
         "port=None): Read timed out. (read timeout=1.0)\n"
         "hint: dockerd did not answer within 1 s (docker_timeout)\n"
     )
-    assert 1.0 <= took < 3.0, f"gave up after {took:.2f} s, docker_timeout is 1 s"
+    # The error names the timeout that fired, and a timer never fires early; how much longer
+    # the run took is up to the machine's load, so no upper limit.
+    assert took >= 1.0, f"gave up after {took:.2f} s, docker_timeout is 1 s"
     assert replay.counts["/containers/json"] == asked + 1  # it asked, then waited
     _assert_unchanged(synced, before)
 
