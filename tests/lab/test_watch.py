@@ -30,6 +30,7 @@ from .watchproc import (
     create_container,
     create_network,
     global_v6,
+    has_open,
     quantile,
     remove,
     start,
@@ -44,6 +45,9 @@ PROBE = "2001:db8::a:71a5"
 DROPIN = "/etc/systemd/network/10-uplink0.network.d/50-v6gen.conf"
 NET, SUBNET = "wnet", "2001:db8::e:0/120"
 RELOADED = r"reloaded systemd-networkd"
+# How watch says Docker went away: the event stream's end, or, when a sync was under way (one
+# for a late event of the burst before, however slow the machine makes it), that sync's failure.
+LOST = r"lost Docker|sync failed, docker unreachable"
 Report = Callable[[str, object], None]
 
 
@@ -235,13 +239,14 @@ def test_3_dockerd_restart(
     # 1. dockerd crashes: no events, no API. Entries and files stay exactly as they are.
     mark = watch.mark()
     argv = stop_dockerd(lab, signal.SIGKILL)
-    assert watch.wait_for(r"lost Docker", 5, since=mark), watch.text()
-    # Three failed reconnects (0.5 s, 1 s, 2 s apart): well into the backoff.
-    assert watch.wait_for(r"docker unreachable", 6, since=mark, n=3), watch.text()
+    assert watch.wait_for(LOST, 30, since=mark), watch.text()
+    # Three failed reconnects (0.5 s, 1 s, 2 s apart): well into the backoff. (A bound on the
+    # wait only: at most 5 s apart, more tries can't make this fail.)
+    assert watch.wait_for(r"docker unreachable", 30, since=mark, n=3), watch.text()
     assert watch.alive()
     assert snapshot() == before, "entries or files changed while Docker was away"
     # Alive as far as a service manager can tell: the watchdog keeps being fed meanwhile.
-    lost_at = watch.matching(r"lost Docker", since=mark)[0][0]
+    lost_at = watch.matching(LOST, since=mark)[0][0]
     pings = [t for t in notify.times("WATCHDOG", "1") if t >= lost_at]
     gaps = [b - a for a, b in itertools.pairwise([lost_at, *pings, time.time()])]
     report("watchdog_max_gap_while_docker_down_ms", ms(max(gaps)))
@@ -261,7 +266,7 @@ def test_3_dockerd_restart(
     # (watch may see their die events before the stream closes) and starts `keep` again.
     mark = watch.mark()
     argv = stop_dockerd(lab, signal.SIGTERM)
-    assert watch.wait_for(r"lost Docker", 5, since=mark), watch.text()
+    assert watch.wait_for(LOST, 30, since=mark), watch.text()
     start_dockerd(lab, argv)
     assert poll(lambda: lab.proxy_entries() == {keep}, 10), (lab.proxy_entries(), watch.text())
     assert watch.alive()
@@ -284,14 +289,16 @@ def test_4_signals_lock_and_concurrent_sync(
     assert watch.count(rf"add\s+{re.escape(first)}\b", since=mark) == 1
 
     # The lock is shared: while something else holds it, watch waits (and then catches up).
-    holder = LockHolder(lab, 1.5)
+    # Held until watch is seen waiting for it, not for a while: no race with the machine's speed.
+    holder = LockHolder(lab)
     second = addr(1)
-    waiter = EntryWaiter(lab, second, timeout=8)
+    waiter = EntryWaiter(lab, second, timeout=60)
     start(lab, create_container(lab, "second", NET, second))
-    released = holder.released()
+    assert poll(lambda: has_open(lab, watch.pid), 60), f"never came to the lock\n{watch.text()}"
+    assert second not in lab.proxy_entries(), "watch changed the kernel while the lock was held"
+    released = holder.release()
     at = waiter.at()
     assert at is not None, watch.text()
-    assert at >= released - 0.05, "watch changed the kernel while another v6gen held the lock"
     report("lock_release_to_proxied_ms", ms(at - released))
 
     # `v6gen sync` runs while watch follows a burst: both serialize on the lock; the end state
@@ -361,22 +368,25 @@ def test_5_sd_notify_ready_and_watchdog(lab: Lab, notify: NotifySocket, report: 
     create_network(lab, NET, SUBNET)
     a = addr(0)
     start(lab, create_container(lab, "before", NET, a))
-    holder = LockHolder(lab, 1.5)
+    holder = LockHolder(lab)
     t0 = time.time()
     env = {"WATCHDOG_USEC": "400000"}  # pings every 0.2 s
     with WatchProc(lab, env=env, notify=notify) as proc:
-        assert not notify.wait("READY", timeout=1.0), "READY=1 while the first sync waits"
+        # Its first sync is seen waiting for the lock; by then nothing may have said READY=1
+        # (flush: all that watch sent has been received).
+        assert poll(lambda: has_open(lab, proc.pid), 60), f"never came to the lock\n{proc.text()}"
+        notify.flush()
+        assert not notify.times("READY"), "READY=1 while the first sync waits"
         assert a not in lab.proxy_entries()
-        released = holder.released()
+        released = holder.release()
         proc.wait_ready()
         (ready,) = notify.times("READY", "1")
-        assert ready >= released
         assert a in lab.proxy_entries(), "READY=1 before the first sync was done"
         report("lock_release_to_ready_ms", ms(ready - released))
         report("watch_start_to_ready_ms_incl_lock", ms(ready - t0))
         statuses = [f["STATUS"] for _, f in notify.messages if "STATUS" in f]
         assert "following Docker events" in statuses
-        assert notify.wait("WATCHDOG", "1", timeout=3, n=6), notify.messages
+        assert notify.wait("WATCHDOG", "1", timeout=30, n=6), notify.messages
         pings = notify.times("WATCHDOG", "1")
         gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
         report("watchdog_ping_gaps_ms", [ms(g) for g in gaps])

@@ -80,6 +80,16 @@ class NotifySocket:
     def wait(self, key: str, value: str | None = None, timeout: float = 10, n: int = 1) -> bool:
         return poll(lambda: len(self.times(key, value)) >= n, timeout, 0.01)
 
+    def flush(self, timeout: float = 60) -> None:
+        """Until everything sent so far has been received: a datagram of our own goes through
+        the same queue, behind whatever is in it."""
+        marker = f"V6GEN_TEST_FLUSH={time.monotonic_ns()}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(marker.encode(), self.path)
+        key, _, value = marker.partition("=")
+        if not self.wait(key, value, timeout):
+            raise LabError(f"the notify socket did not receive its own datagram in {timeout} s")
+
     def close(self) -> None:
         self._closed.set()
         self._thread.join(timeout=2)
@@ -206,29 +216,53 @@ class WatchProc:
         self.stop()
 
 
-class LockHolder:
-    """Another v6gen as far as the lock goes: `flock` on /run/v6gen/lock inside the lab for
-    `seconds`, held by the time the constructor returns."""
+LOCK = "/run/v6gen/lock"
 
-    def __init__(self, lab: Lab, seconds: float, lock: str = "/run/v6gen/lock") -> None:
-        hold = f"echo locked; sleep {seconds}"
+
+class LockHolder:
+    """Another v6gen as far as the lock goes: `flock` on /run/v6gen/lock inside the lab, held by
+    the time the constructor returns and until `release()`: no timer, so a test can first see
+    what waits for it (`has_open`), however slow the machine."""
+
+    def __init__(self, lab: Lab, lock: str = LOCK) -> None:
+        hold = "echo locked; read _"  # until the test closes our stdin
         script = f"mkdir -p {Path(lock).parent} && exec flock {lock} sh -c '{hold}'"
         self.proc = subprocess.Popen(
             [*lab.host.prefix(), "sh", "-c", script],
             stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             text=True,
             preexec_fn=_die_with_parent,
         )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "locked":
             raise LabError(f"flock {lock} failed")
-        self.seconds = seconds
 
-    def released(self) -> float:
-        """Wait for the release; its wall-clock time."""
-        self.proc.wait(timeout=self.seconds + 10)
-        return time.time()
+    def release(self) -> float:
+        """Release the lock; the wall-clock time just before."""
+        assert self.proc.stdin is not None
+        released = time.time()
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        return released
+
+
+def has_open(lab: Lab, pid: int, path: str = LOCK) -> bool:
+    """Whether process `pid` has the lab's `path` open. v6gen opens its lock file only to take
+    the lock, so while a LockHolder holds it, a v6gen that has it open is waiting for it."""
+    try:
+        want = lab.path(path).stat()
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:  # no lock file yet, or the process ended
+        return False
+    for fd in fds:
+        try:
+            st = fd.stat()  # the file itself: compared by inode, whatever root pid sees it from
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+            return True
+    return False
 
 
 # ----- containers ------------------------------------------------------------------------------
