@@ -25,6 +25,16 @@ class DockerSource(Protocol):
         ...
 
 
+class ContainerSource(Protocol):
+    def starting_endpoints(
+        self, container_id: str, network: tuple[str, str] | None = None
+    ) -> list[Endpoint]:
+        """The IPv6 endpoints of one container that Docker is starting or runs, [] once it is
+        gone; `network` (ID, name) is the network a `connect` event named. Raises DockerError
+        when Docker can't be asked."""
+        ...
+
+
 class Networkd(Protocol):
     def link(self, name: str) -> NetworkdLink | None:
         """None when networkd does not know the link. Raises NetworkdError when unreachable."""

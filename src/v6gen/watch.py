@@ -9,6 +9,10 @@ sync (measured in the lab: 5-7 reloads for 50 containers). When dockerd goes awa
 and kernel entries stay as they are; the watcher reconnects with backoff and resyncs. SIGHUP
 rereads the configuration and forces a resync (from a Docker the new configuration names, if it
 names another); SIGTERM and SIGINT end it cleanly, after any owed reload.
+
+Before any debounce, every event (with whatever else has already arrived behind it) goes to
+`react`, the fast path (v6gen.instant): the kernel entries of a container Docker is connecting
+are in place before it runs.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ class Watcher:
     sync for reasons other than "events", before reconnecting, and before it stops.
     `reconfigure()` rereads the configuration on SIGHUP, also while Docker is away; it returns
     True when Docker is now to be asked elsewhere, and the event stream is then opened anew
-    (through `subscribe`, which must follow the new settings) before the resync."""
+    (through `subscribe`, which must follow the new settings) before the resync. `react(events)`
+    is given every event at once, in batches of what had arrived by then; what it raises is
+    logged, and the sync that follows the burst does the work."""
 
     def __init__(
         self,
@@ -61,6 +67,7 @@ class Watcher:
         timing: Timing = Timing(),
         reload: Callable[[], None] | None = None,
         reconfigure: Callable[[], bool] | None = None,
+        react: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self._subscribe = subscribe
         self._resync = resync
@@ -69,6 +76,8 @@ class Watcher:
         self._timing = timing
         self._reload = reload
         self._reconfigure = reconfigure
+        self._react = react
+        self._held: tuple[str, Any] | None = None  # a message the fast path's batch ran into
         self._owed_since: float | None = None  # monotonic time of the first unreloaded sync
         self._reload_at: float | None = None  # when the owed reload is due
         # (kind, payload, generation): the generation tells the current stream's messages from
@@ -142,6 +151,9 @@ class Watcher:
 
     def _get(self, timeout: float | None) -> tuple[str, Any]:
         """The next message for the current stream; raises queue.Empty on timeout."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            return held
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -217,6 +229,7 @@ class Watcher:
                 self._log(f"lost Docker ({payload}); entries kept, reconnecting")
                 return
             if kind == _EVENT:
+                self._fast(payload)
                 kind, payload = self._coalesce()
                 if kind in (_STOP, _LOST):
                     self._queue.put((kind, payload, -1))  # handle it after this sync
@@ -247,7 +260,32 @@ class Watcher:
                 break
             if kind != _EVENT:
                 return kind, payload
+            self._fast(payload)
         return _EVENT, None
+
+    def _fast(self, event: Any) -> None:
+        """The fast path for `event` and every event already queued behind it (so a container
+        that died meanwhile is judged by its death); a message other than an event stops the
+        batch and is handled next, as it would have been."""
+        if self._react is None:
+            return
+        batch = [event]
+        while self._held is None:
+            try:
+                kind, payload = self._get(0)
+            except queue.Empty:
+                break
+            if kind == _EVENT:
+                batch.append(payload)
+            else:
+                self._held = (kind, payload)
+        try:
+            self._react(batch)
+        except V6genError as exc:
+            self._log(
+                f"fast path failed, the sync does it: {exc.message}"
+                + (f" (hint: {exc.hint})" if exc.hint else "")
+            )
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once for stop (and give up the wait on SIGHUP). The watchdog is
@@ -282,7 +320,10 @@ def serve(
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
+    from v6gen.instant import Instant
+    from v6gen.model import Endpoint
     from v6gen.paths import Paths
+    from v6gen.report import change_lines
 
     paths = Paths(Path("/"))
     source = config_path or paths.config
@@ -313,15 +354,45 @@ def serve(
     def resync(reason: str) -> bool:
         if reason == "hup":
             log("SIGHUP: full resync")
+        if reason in ("start", "reconnect"):
+            instant.forget()
         # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
         # reload is left to the Watcher (the marker keeps it owed even if watch is killed).
         with DBusNetworkd(paths) as networkd:
             adapters = engine.Adapters(docker, networkd, kernel)
             ctx = engine.Context(current, paths, adapters, live=True, defer_reload=True)
-            with lock.held(paths.lock_file):
-                outcome = engine.sync(ctx)
+            try:
+                with lock.held(paths.lock_file):
+                    outcome = engine.sync(
+                        ctx, starting=instant.starting(), stopped=instant.stopped()
+                    )
+            except V6genError:
+                instant.synced(None)
+                raise
+        instant.synced(outcome.snapshot)
         report(outcome, ctx)
         return outcome.result is not None and outcome.result.reload_deferred
+
+    def update(snapshot: engine.Snapshot, cid: str, found: list[Endpoint]) -> engine.Snapshot:
+        # Called with the lock held (Instant's `hold`). networkd is never asked: the fast path
+        # writes no networkd file and never reloads.
+        adapters = engine.Adapters(docker, DBusNetworkd(paths), kernel)
+        ctx = engine.Context(current, paths, adapters, live=True, defer_reload=True)
+        outcome, updated = engine.update_container(ctx, snapshot, cid, found)
+        if not outcome.changes.empty:
+            for line in change_lines(outcome, paths):
+                log(line)
+        return updated
+
+    class Source:
+        """Whichever Docker the configuration names now (SIGHUP may change it)."""
+
+        def starting_endpoints(
+            self, container_id: str, network: tuple[str, str] | None = None
+        ) -> list[Endpoint]:
+            return docker.starting_endpoints(container_id, network)
+
+    instant = Instant(Source(), update, hold=lambda: lock.held(paths.lock_file))
 
     def reload() -> None:
         with DBusNetworkd(paths) as networkd:
@@ -330,7 +401,9 @@ def serve(
         for detour in detours:
             log(f"warning: {detour}")
 
-    watcher = Watcher(subscribe, resync, log, Notifier(), timing, reload, reconfigure)
+    watcher = Watcher(
+        subscribe, resync, log, Notifier(), timing, reload, reconfigure, react=instant.react
+    )
     watcher.install_signal_handlers()
     log("watching Docker events")
     watcher.run()

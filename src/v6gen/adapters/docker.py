@@ -1,5 +1,6 @@
 """Docker Engine API through the docker SDK's low-level client: one GET /containers/json per
-sync, never an inspect per container."""
+sync, never an inspect per container; for watch's fast path, one container's entry of that list
+(and, for an address dockerd picked itself, its network) while dockerd starts it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from v6gen.discover import endpoints_from_list, networks_from_list
+from v6gen.discover import (
+    assigned_address,
+    endpoints_from_list,
+    networks_from_list,
+    starting_endpoints,
+)
 from v6gen.errors import DockerError
 from v6gen.model import DockerFacts, Endpoint
 
@@ -109,6 +115,34 @@ class DockerAPI:
         if not isinstance(networks, list):
             raise DockerError("Docker returned something other than a network list", "")
         return DockerFacts(self._version, networks_from_list(networks))
+
+    def starting_endpoints(
+        self, container_id: str, network: tuple[str, str] | None = None
+    ) -> list[Endpoint]:
+        """The IPv6 endpoints of one container dockerd is starting or runs ([] once it is gone):
+        one GET /containers/json?all=1 filtered by its ID, which answers at once (an inspect
+        waits until the container runs); plus GET /networks/ID when `network` (ID and name, from
+        a `connect` event) gave it an address of dockerd's own choosing, not known before."""
+        try:
+            listing = self.client().containers(all=True, filters={"id": container_id})
+            if not isinstance(listing, list):
+                raise DockerError("Docker returned something other than a container list", "")
+            entry = next(
+                (c for c in listing if isinstance(c, dict) and c.get("Id") == container_id), None
+            )
+            if entry is None:
+                return []
+            found = starting_endpoints(entry)
+            if network is None or any(e.network == network[1] for e in found):
+                return found
+            address = assigned_address(self.client().inspect_network(network[0]), container_id)
+            return found if address is None else starting_endpoints(entry, {network[1]: address})
+        except DockerError:
+            raise
+        except Exception as exc:  # the SDK raises requests', urllib3's and its own exceptions
+            if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                return []  # the network is gone meanwhile, and with it the container's endpoint
+            raise self._error(exc) from None
 
     def events(self) -> DockerEvents:
         """Subscribe to the events that can change the plan. Raises DockerError when dockerd is
