@@ -141,13 +141,19 @@ class Instant:
             for cid in self._stopped.keys() - snapshot.listed:
                 del self._stopped[cid]  # gone from the listing too
 
-    def react(self, events: Iterable[Mapping[str, Any]]) -> None:
+    def react(
+        self, events: Iterable[Mapping[str, Any]], more: Callable[[], list[Any]] | None = None
+    ) -> None:
+        """Act on a batch of events; `more()`, called once the lock is held (another run may
+        have held it a while), gives what has arrived since, so that a container that died
+        meanwhile is not proxied at all."""
         if self._snapshot is None:
             return
-        todo = steps(events)
-        if not any(step.look or step.gone or step.left for step in todo.values()):
+        batch = list(events)
+        if not any(s.look or s.gone or s.left for s in steps(batch).values()):
             return  # starts of containers already connected: nothing to ask or change
         with self._hold():
+            todo = steps([*batch, *(more() if more else [])])
             for cid, step in todo.items():
                 self._react(cid, step)
 

@@ -54,9 +54,10 @@ class Watcher:
     sync for reasons other than "events", before reconnecting, and before it stops.
     `reconfigure()` rereads the configuration on SIGHUP, also while Docker is away; it returns
     True when Docker is now to be asked elsewhere, and the event stream is then opened anew
-    (through `subscribe`, which must follow the new settings) before the resync. `react(events)`
-    is given every event at once, in batches of what had arrived by then; what it raises is
-    logged, and the sync that follows the burst does the work."""
+    (through `subscribe`, which must follow the new settings) before the resync.
+    `react(events, more)` is given every event at once, in batches of what had arrived by then,
+    and may call `more()` for what has arrived since; what it raises is logged, and the sync
+    that follows the burst does the work."""
 
     def __init__(
         self,
@@ -67,7 +68,7 @@ class Watcher:
         timing: Timing = Timing(),
         reload: Callable[[], None] | None = None,
         reconfigure: Callable[[], bool] | None = None,
-        react: Callable[[list[Any]], None] | None = None,
+        react: Callable[[list[Any], Callable[[], list[Any]]], None] | None = None,
     ) -> None:
         self._subscribe = subscribe
         self._resync = resync
@@ -265,27 +266,32 @@ class Watcher:
 
     def _fast(self, event: Any) -> None:
         """The fast path for `event` and every event already queued behind it (so a container
-        that died meanwhile is judged by its death); a message other than an event stops the
-        batch and is handled next, as it would have been."""
+        that died meanwhile is judged by its death); it may ask for more (`_drain`) once it
+        holds the lock, which another run may have held meanwhile."""
         if self._react is None:
             return
-        batch = [event]
+        try:
+            self._react([event, *self._drain()], self._drain)
+        except V6genError as exc:
+            self._log(
+                f"fast path failed, the sync does it: {exc.message}"
+                + (f" (hint: {exc.hint})" if exc.hint else "")
+            )
+
+    def _drain(self) -> list[Any]:
+        """The events queued right now; a message other than an event ends them and is handled
+        next, as it would have been."""
+        found = []
         while self._held is None:
             try:
                 kind, payload = self._get(0)
             except queue.Empty:
                 break
             if kind == _EVENT:
-                batch.append(payload)
+                found.append(payload)
             else:
                 self._held = (kind, payload)
-        try:
-            self._react(batch)
-        except V6genError as exc:
-            self._log(
-                f"fast path failed, the sync does it: {exc.message}"
-                + (f" (hint: {exc.hint})" if exc.hint else "")
-            )
+        return found
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once for stop (and give up the wait on SIGHUP). The watchdog is
@@ -381,7 +387,7 @@ def serve(
         outcome, updated = engine.update_container(ctx, snapshot, cid, found)
         if not outcome.changes.empty:
             for line in change_lines(outcome, paths):
-                log(line)
+                log(f"{line} (fast path)")
         return updated
 
     class Source:

@@ -333,3 +333,13 @@ def test_asking_and_changing_happen_under_the_lock_and_a_start_alone_asks_nothin
     assert held == [] and r.updates == []
     r.fast.react([ev("connect", "id-a"), ev("start", "id-a")])
     assert held == ["in", "out"] and len(r.updates) == 1
+
+
+def test_what_arrived_while_waiting_for_the_lock_counts_too() -> None:
+    """Another run held the lock while the container was connected and died: its death, which
+    came meanwhile, is asked for once the lock is held, and nothing is looked up or added."""
+    r = Rig()
+    r.source.answers["id-a"] = [ep("a", "2001:db8::a:1")]
+    r.fast.synced(snapshot())
+    r.fast.react([ev("connect", "id-a")], lambda: [ev("start", "id-a"), ev("die", "id-a")])
+    assert r.source.asked == [] and r.updates == []

@@ -4,6 +4,7 @@ what had already arrived (virtual time, vclock.py: exact whatever the machine's 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,8 +42,8 @@ class Rig:
         self.syncs.append((self.clock.now, reason))
         return False
 
-    def react(self, events: list[Any]) -> None:
-        self.batches.append((self.clock.now, [e["Action"] for e in events]))
+    def react(self, events: list[Any], more: Callable[[], list[Any]]) -> None:
+        self.batches.append((self.clock.now, [e["Action"] for e in [*events, *more()]]))
         if self.react_error is not None:
             raise self.react_error
 
