@@ -397,27 +397,36 @@ def test_5_sd_notify_ready_and_watchdog(lab: Lab, notify: NotifySocket, report: 
     assert notify.wait("STOPPING", "1", 2)
 
 
-def test_5b_killed_with_a_reload_owed(lab: Lab, notify: NotifySocket) -> None:
+def test_5b_killed_with_a_reload_owed(lab: Lab) -> None:
     # Killed inside the settle time after a sync: the drop-in is written, networkd not reloaded
     # yet. The next watch must reload at once, although its own sync finds nothing to write.
+    # The kill has to come within `settle` (1 s) of the sync, which a test held up longer (a
+    # loaded machine) misses: the dead watch's whole output says whether it did, and if it
+    # reloaded first, the setup is tried again with another container.
     create_network(lab, NET, SUBNET)
-    a = addr(0)
-    with WatchProc(lab, notify=notify) as first:
-        first.wait_ready()
-        start(lab, create_container(lab, "late", NET, a))
-        assert first.wait_for(rf"add\s+{re.escape(a)}\b", 5), first.text()
-        first.signal(signal.SIGKILL)
-        assert first.proc.wait(timeout=5) == -signal.SIGKILL
-        assert not first.count(RELOADED), "reloaded within the settle time: nothing to test"
-    assert dropin_addrs(lab) == {a}
-    with WatchProc(lab, notify=NotifySocket()) as second:
-        assert second.notify is not None
-        try:
-            second.wait_ready()
-            assert second.count(RELOADED) == 1, second.text()
-            assert not second.count(r"add\s"), "the second watch had files to write"
-        finally:
-            second.notify.close()
+    proxied: set[str] = set()
+    for attempt in range(5):
+        a = addr(attempt)
+        with NotifySocket() as notify, WatchProc(lab, notify=notify) as first:
+            first.wait_ready()
+            mark = first.mark()
+            start(lab, create_container(lab, f"late{attempt}", NET, a))
+            assert first.wait_for(rf"add\s+{re.escape(a)}\b", 30), first.text()
+            first.signal(signal.SIGKILL)
+            assert first.proc.wait(timeout=60) == -signal.SIGKILL
+        proxied.add(a)
+        if not first.count(RELOADED, since=mark):  # all of it read: the reader has ended
+            break
+    else:
+        pytest.fail(f"every kill came after the owed reload\n{first.text()}")
+    print(f"watch lab: killed within the settle time on attempt {attempt + 1}")
+    assert dropin_addrs(lab) == proxied
+    with NotifySocket() as notify, WatchProc(lab, notify=notify) as second:
+        second.wait_ready()
+        # Its output comes through a pipe, READY=1 through the notify socket: wait for the line.
+        assert second.wait_for(RELOADED, 60), second.text()
+        assert second.count(RELOADED) == 1, second.text()
+        assert not second.count(r"add\s"), "the second watch had files to write"
 
 
 UNIT = REPO / "debian" / "v6gen.service"
