@@ -274,14 +274,14 @@ def test_state_dir_of_another_owner_is_refused_before_any_change(lab: Lab) -> No
 
 
 # ----- ipvlan, in User-mode Linux (uml.py: this machine's kernel has no ipvlan) -------------
-# What Docker's ipvlan driver makes, without Docker: the container's end is an ipvlan link of the
-# parent (uplink0) in a namespace of its own, with its address and a default route (L2: via the
-# LAN's router, the network being the LAN's /64; L3/L3S: "default dev eth0", as Docker sets it).
-# The host side has what v6gen sets on the uplink when it proxies: forwarding, proxy_ndp (the
-# uplink's and all/), proxy_delay 0.
+# What Docker's ipvlan driver makes, without Docker: the container's end is an ipvlan link of its
+# parent in a namespace of its own, with its address and a default route (L2: via the LAN's
+# router, the network being the LAN's /64; L3/L3S: "default dev eth0", as Docker sets it). The
+# host side has what v6gen sets on uplink0 when it proxies there: forwarding, proxy_ndp (the
+# uplink's and all/), proxy_delay 0. uplink1 is a second NIC, its far end left unconnected.
 IPVLAN_SETUP = r"""
 H="ip netns exec host"; L="ip netns exec lan"; C="ip netns exec ctr"
-setup() { # $1 mode, $2 the container's prefix length
+setup() { # $1 mode, $2 the container's prefix length, $3 the parent
     for n in host lan ctr; do
         ip netns del $n 2>/dev/null; ip netns add $n
         ip netns exec $n sh -c 'ip link set lo up
@@ -289,10 +289,11 @@ setup() { # $1 mode, $2 the container's prefix length
     done
     $H ip link add uplink0 type veth peer name eth0 netns lan
     $H ip addr add 2001:db8::1/64 dev uplink0 nodad; $H ip link set uplink0 up
+    $H ip link add uplink1 type veth peer name far1; $H ip link set uplink1 up
     $L ip addr add 2001:db8::100/64 dev eth0 nodad; $L ip link set eth0 up
     $L sysctl -qw net.ipv6.neigh.eth0.retrans_time_ms=100 net.ipv6.neigh.eth0.mcast_solicit=50
     $H sysctl -qw net.ipv6.conf.all.forwarding=1 net.ipv6.conf.uplink0.forwarding=1
-    $H ip link add link uplink0 name eth1 type ipvlan mode $1
+    $H ip link add link $3 name eth1 type ipvlan mode $1
     $H ip link set eth1 netns ctr
     $C ip addr add 2001:db8::d:5/$2 dev eth1 nodad; $C ip link set eth1 up
     if [ "$1" = l2 ]; then $C ip -6 route add default via 2001:db8::100 dev eth1
@@ -309,30 +310,61 @@ case_() { # $1 mode, $2 case: one fresh resolution and echo from the LAN neighbo
     if $L busybox ping -6 -c 1 -W 5 2001:db8::d:5 >/dev/null 2>&1; then p=ok; else p=fail; fi
     e=$($L ip -6 neigh show 2001:db8::d:5 dev eth0)
     m=none; case $e in *lladdr*) m=$(echo "$e" | awk '{print $3}') ;; esac
-    [ "$m" = "$MAC" ] && m=parent
+    [ "$m" = "$MAC" ] && m=uplink0
     echo "RESULT $1 $2 ping=$p lladdr=$m"
+}
+nud() { # $1 mode, $2 case: how the LAN's first round of unicast probes ends (test_unicast_*)
+    $L sysctl -qw net.ipv6.neigh.eth0.base_reachable_time_ms=500 \
+        net.ipv6.neigh.eth0.delay_first_probe_time=1 net.ipv6.neigh.eth0.retrans_time_ms=1000 \
+        net.ipv6.neigh.eth0.mcast_resolicit=0
+    $L ip -6 neigh flush dev eth0
+    $L ip -6 monitor neigh dev eth0 >/run/monitor &
+    mon=$!
+    until grep -q 2001:db8::5e:1 /run/monitor; do
+        $L ip -6 neigh replace 2001:db8::5e:1 lladdr 02:00:00:00:5e:01 dev eth0
+        $L ip -6 neigh del 2001:db8::5e:1 dev eth0
+        sleep 0.1
+    done
+    $L busybox ping -6 -c 1 -W 5 2001:db8::d:5 >/dev/null 2>&1
+    out=none i=0
+    while [ $i -lt 300 ]; do # a deadline (60 s), not a measure
+        seen=$(awk '$1 == "2001:db8::d:5" { printf "%s ", $NF }' /run/monitor)
+        case $seen in
+        *"PROBE "?*) rest=${seen#*PROBE }; out=${rest%% *}; break ;;
+        *"STALE ") $L busybox ping -6 -c 1 -W 1 2001:db8::d:5 >/dev/null 2>&1 ;;
+        esac
+        sleep 0.2; i=$((i + 1))
+    done
+    kill $mon
+    echo "RESULT $1 $2 after-probe=$out"
 }
 """
 IPVLAN_CASES = r"""
-setup l2 64; case_ l2 alone
+setup l2 64 uplink0; case_ l2 alone
 for mode in l3 l3s; do
-    setup $mode 124
+    setup $mode 124 uplink0
     case_ $mode alone
     proxy; case_ $mode proxy
+    $H sysctl -qw net.ipv6.conf.all.proxy_ndp=0; nud $mode nud-all-proxy-ndp-off
     $H sysctl -qw net.ipv6.conf.all.forwarding=0 net.ipv6.conf.uplink0.forwarding=0
     case_ $mode proxy-no-forwarding
-    setup $mode 124
+    setup $mode 124 uplink0
     $L ip -6 route add 2001:db8::d:0/124 via 2001:db8::1; case_ $mode lan-route
+    setup $mode 124 uplink1
+    proxy; case_ $mode proxy-parent-elsewhere
 done
 """
 
 
 def test_ipvlan_what_a_lan_host_needs(lab_prereqs: None, tmp_path: Path) -> None:
     """L2 (Docker's default ipvlan mode): the container answers Neighbour Discovery itself, so
-    v6gen skips it (its address is reachable with no proxy entry; the answer carries the parent's
-    MAC, which ipvlan links share). L3 and L3S: the container answers nothing; a proxy entry on
-    the parent with v6gen's settings (forwarding on) makes it reachable, and so does a route on
-    the LAN side via the host, which v6gen can't make: so v6gen proxies them on the parent."""
+    v6gen skips it: reachable with no proxy entry (the answer carries the parent's MAC, which
+    ipvlan links share). L3 and L3S: no multicast reaches the container, so nothing answers the
+    LAN's solicitations; a proxy entry on the parent with v6gen's settings (forwarding on) makes
+    it reachable, and so does a route on the LAN side via the host, which v6gen can't make. Once
+    resolved, the container answers the LAN's unicast probes itself (ipvlan hands them to it by
+    address), all/proxy_ndp or not. A proxy entry on an uplink that is not the network's parent
+    answers for the address but leads nowhere: the host has no route into an L3 ipvlan."""
     out = uml.run_script(IPVLAN_SETUP + IPVLAN_CASES, tmp_path)
     results = dict(
         (" ".join(w[1:3]), " ".join(w[3:]))
@@ -341,15 +373,17 @@ def test_ipvlan_what_a_lan_host_needs(lab_prereqs: None, tmp_path: Path) -> None
     )
     print("\n".join(f"{k}: {v}" for k, v in results.items()))
     want = {
-        "l2 alone": "ping=ok lladdr=parent",
+        "l2 alone": "ping=ok lladdr=uplink0",
         **{
             f"{mode} {case}": res
             for mode in ("l3", "l3s")
             for case, res in (
                 ("alone", "ping=fail lladdr=none"),
-                ("proxy", "ping=ok lladdr=parent"),
+                ("proxy", "ping=ok lladdr=uplink0"),
+                ("nud-all-proxy-ndp-off", "after-probe=REACHABLE"),
                 ("proxy-no-forwarding", "ping=fail lladdr=none"),
                 ("lan-route", "ping=ok lladdr=none"),
+                ("proxy-parent-elsewhere", "ping=fail lladdr=uplink0"),
             )
         },
     }
