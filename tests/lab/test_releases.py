@@ -1,18 +1,26 @@
 """The lab on other Debian releases (LabOptions.release): trixie (networkd 257, docker.io 26.1,
 python3 3.13) and sid (networkd 262, docker.io 28.5, python3 3.14), each its own root
 filesystem with every daemon and v6gen's interpreter and libraries from that release.
+
+Scenario 1 is written out here with what proves the release; scenarios 2, 6 and 8 are
+test_scenarios.py's own bodies, run on a lab of the release with the seed that suits it.
+Scenario 3 is not here yet: its single ping right after a flap can be answered by the restored
+proxy entry before networkd has re-added the uplink's address and on-link route, so the echo
+reply is lost and the test fails (seen once in 6 runs on sid with two CPU hogs, once unloaded
+on trixie); it needs a LAN probe that retries within the window.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+from typing import Any
 
 import pytest
 
-from . import rootfs
+from . import rootfs, test_scenarios
 from .conftest import MakeLab
-from .labhost import INSTALLED_ENV
+from .labhost import INSTALLED_ENV, Lab
 from .test_scenarios import COMPOSE, PROBE, SEED, proxied_in_dropin, snapshot, sync
 
 pytestmark = [
@@ -33,9 +41,29 @@ VERSIONS = {
 # On sid, Docker 28 in its default (nat) gateway mode drops what the LAN sends the container:
 # the network is `routed`, as the README tells users to do.
 SEEDS = {"trixie": SEED, "sid": COMPOSE / "seed-routed.yml"}
+RELEASES = sorted(VERSIONS)
+# Scenario 8 asserts per networkd version; both releases' (257, 262) take its branch for
+# networkd 256 and later (IPv6Forwarding= in the drop-in, IPForward= ignored).
+NETWORKD_256_AND_LATER = "257"
 
 
-@pytest.mark.parametrize("release", sorted(VERSIONS))
+@pytest.fixture
+def on_release(
+    make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> MakeLab:
+    """make_lab for the test's `release`, with that release's seed as test_scenarios.SEED; a
+    networkd= option is dropped: a release runs its own."""
+    release: str = request.node.callspec.params["release"]
+    monkeypatch.setattr(test_scenarios, "SEED", SEEDS[release])
+
+    def make(**options: Any) -> Lab:
+        options.pop("networkd", None)
+        return make_lab(release=release, **options)
+
+    return make
+
+
+@pytest.mark.parametrize("release", RELEASES)
 def test_1_seed_reachable_only_after_sync(make_lab: MakeLab, release: str) -> None:
     lab = make_lab(release=release)
     want = VERSIONS[release]
@@ -66,3 +94,18 @@ def test_1_seed_reachable_only_after_sync(make_lab: MakeLab, release: str) -> No
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert changed == "", f"the lab wrote into the cached {release} tree: {changed}"
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_2_removed_container_is_unproxied(on_release: MakeLab, release: str) -> None:
+    test_scenarios.test_2_removed_container_is_unproxied(on_release())
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_6_foreign_entry_and_dropin_survive(on_release: MakeLab, release: str) -> None:
+    test_scenarios.test_6_foreign_entry_and_dropin_survive(on_release())
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_8_forwarding_spares_other_links_and_ipv4(on_release: MakeLab, release: str) -> None:
+    test_scenarios.test_8_forwarding_spares_other_links_and_ipv4(on_release, NETWORKD_256_AND_LATER)
