@@ -31,6 +31,10 @@ def _setup_script(lower: Path, workdir: Path) -> str:
     rw, root = workdir / "rootfs-rw", workdir / "rootfs"
     lines = [
         "set -e",
+        # LAN neighbours run the machine's tools outside the chroot (radvd writes a pid file
+        # under /run/lab): their /run too is the lab's own.
+        "mount -t tmpfs -o mode=755 lab-run /run",
+        "mkdir -p /run/lab",
         f"mkdir -p {rw} {root}",
         f"mount -t tmpfs -o mode=755 lab-rw {rw}",
         f"mkdir -p {rw}/upper {rw}/work",
