@@ -99,7 +99,11 @@ def _state(snap: Snapshot) -> State:
     owned = {
         (dev, IPv6Address(a)) for dev, addrs in doc["owned_proxy_entries"].items() for a in addrs
     }
-    return State(frozenset(owned), dict(doc.get("saved_proxy_delay", {})))
+    return State(
+        frozenset(owned),
+        dict(doc.get("saved_proxy_delay", {})),
+        dict(doc.get("saved_sysctls", {})),
+    )
 
 
 def _full_sync(host: FaultHost) -> Run:
@@ -123,7 +127,9 @@ def _check_killed(host: FaultHost, old: Converged, new: Converged, trial: str) -
     # The claim: written before the kernel change, old ownership plus what is being added.
     add = {k for k in new.state.owned if k not in old.state.owned}
     claimed = State(
-        old.state.owned | add, {**new.state.saved_proxy_delay, **old.state.saved_proxy_delay}
+        old.state.owned | add,
+        {**new.state.saved_proxy_delay, **old.state.saved_proxy_delay},
+        {**new.state.saved_sysctls, **old.state.saved_sysctls},
     )
     claim = ("f", 0o644, 0, 0, claimed.to_json().encode())
     for path in sorted(set(files) | set(old.files) | set(new.files)):
