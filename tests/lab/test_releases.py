@@ -2,12 +2,9 @@
 python3 3.13) and sid (networkd 262, docker.io 28.5, python3 3.14), each its own root
 filesystem with every daemon and v6gen's interpreter and libraries from that release.
 
-Scenario 1 is written out here with what proves the release; scenarios 2, 6 and 8 are
-test_scenarios.py's own bodies, run on a lab of the release with the seed that suits it.
-Scenario 3 is not here yet: its single ping right after a flap can be answered by the restored
-proxy entry before networkd has re-added the uplink's address and on-link route, so the echo
-reply is lost and the test fails (seen once in 6 runs on sid with two CPU hogs, once unloaded
-on trixie); it needs a LAN probe that retries within the window.
+Scenarios 1 and 3 are written out here (1 with what proves the release, 3 with a LAN probe that
+retries); scenarios 2, 6 and 8 are test_scenarios.py's own bodies, run on a lab of the release
+with the seed that suits it.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import pytest
 
 from . import rootfs, test_scenarios
 from .conftest import MakeLab
-from .labhost import INSTALLED_ENV, Lab
+from .labhost import INSTALLED_ENV, Lab, poll
 from .test_scenarios import COMPOSE, PROBE, SEED, proxied_in_dropin, snapshot, sync
 
 pytestmark = [
@@ -99,6 +96,28 @@ def test_1_seed_reachable_only_after_sync(make_lab: MakeLab, release: str) -> No
 @pytest.mark.parametrize("release", RELEASES)
 def test_2_removed_container_is_unproxied(on_release: MakeLab, release: str) -> None:
     test_scenarios.test_2_removed_container_is_unproxied(on_release())
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_3_flap_hook_restores_reachability(make_lab: MakeLab, release: str) -> None:
+    lab = make_lab(release=release)
+    lab.compose_up(SEEDS[release])
+    sync(lab)
+    assert lab.lan_reachable(PROBE, within=3) is not None
+    log = lab.logdir / "dispatcher.log"
+    seen = len(log.read_bytes())
+    lab.flap()
+    # Issue 3's bound, 2 s. One echo is not enough here: the hook may restore the proxy entry
+    # (the kernel flushed it on link down) before networkd has re-added the uplink's address and
+    # on-link route, and the reply to an echo the LAN sends in that gap is lost (seen on sid
+    # once in 60 flaps under two CPU hogs, networkd taking 0.24 s). So the LAN pings again
+    # until 2 s have passed; each ping waits 1 s for its reply, so the reach is confirmed
+    # within 3 s of the flap at worst.
+    assert poll(lambda: lab.lan_ping(PROBE), 2.0), f"LAN not reaching {PROBE} after the flap"
+    assert PROBE in lab.proxy_entries()
+    restored = b"v6gen-hook: uplink0 "
+    assert poll(lambda: restored in log.read_bytes()[seen:], 5), "the hook never ran"
+    assert b"restored 1 proxy entries" in log.read_bytes()[seen:]
 
 
 @pytest.mark.parametrize("release", RELEASES)
