@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
@@ -19,6 +20,7 @@ from v6gen.paths import Paths
 from v6gen.ports import Kernel, Networkd, ProxyKey
 
 FORWARDING = "net/ipv6/conf/all/forwarding"
+_DROPIN_ADDRESS = re.compile(r"^IPv6ProxyNDPAddress=(\S+)$", re.MULTILINE)
 # A LAN host re-checks a neighbour it knows with unicast solicitations to the address itself;
 # the kernel routes those to its proxy in ip6_forward(), which asks only "all"/proxy_ndp.
 ALL_PROXY_NDP = "net/ipv6/conf/all/proxy_ndp"
@@ -235,9 +237,15 @@ def compute_container(
         for k in old_state.owned & kernel_now
         if k[1] in before and k not in want and k[0] not in frozen
     }
-    owned = {
-        p: text for p, text in discover.owned_files(paths).items() if p.parent == paths.restore_dir
+    files = discover.owned_files(paths)
+    owned = {p: text for p, text in files.items() if p.parent == paths.restore_dir}
+    # An address still in a drop-in stays claimed when its entry is deleted: networkd may be
+    # applying that drop-in right now (a reload is asynchronous) and put the entry back, and the
+    # full sync that rewrites the drop-in must still know it is v6gen's to delete.
+    in_dropins = {
+        a for p, text in files.items() if p not in owned for a in _DROPIN_ADDRESS.findall(text)
     }
+    keep = {k for k in delete if str(k[1]) in in_dropins}
     write: dict[Path, tuple[str | None, str]] = {}
     remove: dict[Path, str] = {}
     for uplink in sorted({d for d, _ in add | delete}):
@@ -255,7 +263,8 @@ def compute_container(
     sysctls, saved, saved_sysctls = _sysctls(plan, kernel, old_state) if add else ({}, {}, {})
     if not add:
         saved, saved_sysctls = old_state.saved_proxy_delay, old_state.saved_sysctls
-    new_state = state_mod.State(frozenset((old_state.owned | add) - delete), saved, saved_sysctls)
+    owned_now = (old_state.owned | add) - (delete - keep)
+    new_state = state_mod.State(frozenset(owned_now), saved, saved_sysctls)
     return Changes(
         write, remove, frozenset(add), frozenset(delete), sysctls, new_state, old_state,
         chmod=chmod,

@@ -42,6 +42,7 @@ class Snapshot:
     host: HostFacts
     docker: DockerFacts
     listed: frozenset[str] = frozenset()  # IDs of the containers Docker listed as running
+    listed_on: frozenset[tuple[str, str]] = frozenset()  # (ID, network) of their endpoints
 
 
 @dataclass
@@ -134,20 +135,28 @@ def sync(
     dry_run: bool = False,
     starting: Iterable[Endpoint] = (),
     stopped: Iterable[str] = (),
+    left: Iterable[tuple[str, str]] = (),
 ) -> Outcome:
     """Watch's corrections to Docker's listing, which lags behind its events: `starting` are
     endpoints of containers Docker connected to their networks that don't run yet (the listing
     leaves them out), planned as if they ran; `stopped` are IDs of containers that died, which
-    the listing may still show as running for a moment (measured: ~0.2 s on dockerd 20.10).
-    Without them this sync would undo what the fast path just did."""
+    the listing may still show as running for a moment (measured: ~0.2 s on dockerd 20.10), and
+    `left` (container ID, network) pairs it shows a moment after a `disconnect`. Without them
+    this sync would undo what the fast path just did, and a networkd reload of such a drop-in
+    would put back an entry the fast path deleted, no longer v6gen's to delete."""
     endpoints, docker, facts, warnings = _gather(ctx)
     listed = {e.container_id for e in endpoints}
-    dead = set(stopped)
-    endpoints = [e for e in endpoints if e.container_id not in dead]
+    listed_on = frozenset((e.container_id, e.network) for e in endpoints)
+    dead, gone = set(stopped), set(left)
+    endpoints = [
+        e
+        for e in endpoints
+        if e.container_id not in dead and (e.container_id, e.network) not in gone
+    ]
     endpoints += [e for e in starting if e.container_id not in listed]
     plan = make_plan(endpoints, ctx.config, facts, docker)
     outcome = _run(ctx, plan, warnings, dry_run=dry_run)
-    outcome.snapshot = Snapshot(tuple(endpoints), facts, docker, frozenset(listed))
+    outcome.snapshot = Snapshot(tuple(endpoints), facts, docker, frozenset(listed), listed_on)
     return outcome
 
 
@@ -171,7 +180,7 @@ def update_container(
         host = replace(host, ip6_filter=ctx.adapters.kernel.ip6_filter())
     before = [e for e in snapshot.endpoints if e.container_id == container_id]
     others = [e for e in snapshot.endpoints if e.container_id != container_id]
-    updated = Snapshot((*others, *mine), host, docker, snapshot.listed)
+    updated = replace(snapshot, endpoints=(*others, *mine), host=host, docker=docker)
     plan = make_plan(updated.endpoints, ctx.config, host, docker)
     changes = apply.compute_container(
         plan,

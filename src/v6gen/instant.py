@@ -10,11 +10,12 @@ Docker has them now (ContainerSource), planned by make_plan over everything the 
 The full sync follows as before and owns everything else.
 
 GET /containers/json lags behind the events: containers seen connecting don't run yet and are
-left out ("starting"), and a container that died is still listed as running for a moment
-("stopped"). The full sync is handed both (engine.sync), or it would undo what the fast path
-just did: a starting container until a listing has it or it dies, a stopped one until a
-listing no longer has it or it starts again; either is given up after `patience` seconds, and
-everything when Docker reconnects.
+left out ("starting"), and a container that died, or left a network, is still listed as it was
+for a moment ("stopped", "left"). The full sync is handed all three (engine.sync), or it would
+undo what the fast path just did (and a networkd reload of the drop-in it wrote would put back
+an entry the fast path deleted, no longer v6gen's to delete): each until a listing agrees or
+the next event says otherwise, given up after `patience` seconds, and all when Docker
+reconnects.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Instant:
         self._snapshot: Snapshot | None = None
         self._starting: dict[str, tuple[float, tuple[Endpoint, ...]]] = {}
         self._stopped: dict[str, float] = {}
+        self._left: dict[tuple[str, str], float] = {}  # (ID, network) it was disconnected from
 
     def starting(self) -> list[Endpoint]:
         """Endpoints of containers connected but not (yet) seen running, for the full sync."""
@@ -125,11 +127,19 @@ class Instant:
             del self._stopped[cid]
         return list(self._stopped)
 
+    def left(self) -> list[tuple[str, str]]:
+        """(container ID, network) of disconnects the listing may not show yet."""
+        now = self._clock()
+        for key in [k for k, t in self._left.items() if now - t > self._patience]:
+            del self._left[key]
+        return list(self._left)
+
     def forget(self) -> None:
         """Docker was away: what it was starting may never run, and no event would say so; its
         listing is the truth again."""
         self._starting.clear()
         self._stopped.clear()
+        self._left.clear()
 
     def synced(self, snapshot: Snapshot | None) -> None:
         """A full sync planned from `snapshot` (None: it failed; the fast path waits for the
@@ -140,6 +150,8 @@ class Instant:
                 del self._starting[cid]  # it runs: the listing speaks for it from now on
             for cid in self._stopped.keys() - snapshot.listed:
                 del self._stopped[cid]  # gone from the listing too
+            for key in self._left.keys() - snapshot.listed_on:
+                del self._left[key]
 
     def react(
         self, events: Iterable[Mapping[str, Any]], more: Callable[[], list[Any]] | None = None
@@ -168,6 +180,11 @@ class Instant:
         else:
             found = known
         found = [e for e in found if e.network not in step.left]
+        now = self._clock()
+        for network in step.left:
+            self._left[(cid, network)] = now
+        if step.network is not None:
+            self._left.pop((cid, step.network[1]), None)
         if step.gone:
             self._stopped[cid] = self._clock()
             self._starting.pop(cid, None)

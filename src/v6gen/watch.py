@@ -370,7 +370,10 @@ def serve(
             try:
                 with lock.held(paths.lock_file):
                     outcome = engine.sync(
-                        ctx, starting=instant.starting(), stopped=instant.stopped()
+                        ctx,
+                        starting=instant.starting(),
+                        stopped=instant.stopped(),
+                        left=instant.left(),
                     )
             except V6genError:
                 instant.synced(None)

@@ -5,6 +5,7 @@ what each batch of events comes to, and one container's entries changed on a fak
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,48 @@ def test_what_arrived_while_waiting_for_the_lock_counts_too() -> None:
     r.fast.synced(snapshot())
     r.fast.react([ev("connect", "id-a")], lambda: [ev("start", "id-a"), ev("die", "id-a")])
     assert r.source.asked == [] and r.updates == []
+
+
+def test_a_disconnect_is_remembered_until_the_listing_agrees() -> None:
+    r = Rig()
+    a = ep("a", "2001:db8::a:1")
+    r.fast.synced(snapshot(a, listed=("id-a",)))
+    r.fast.react([ev("disconnect", "id-a")])
+    assert r.fast.left() == [("id-a", "seed_probe-network")]
+    stale = replace(snapshot(listed=("id-a",)), listed_on=frozenset({("id-a", a.network)}))
+    r.fast.synced(stale)
+    assert r.fast.left() == [("id-a", "seed_probe-network")]
+    r.fast.synced(snapshot(listed=("id-a",)))
+    assert r.fast.left() == []
+    r.fast.react([ev("disconnect", "id-a"), ev("connect", "id-a")])
+    assert r.fast.left() == []
+
+
+def test_the_full_sync_leaves_out_what_the_listing_shows_a_moment_too_long(host: Host) -> None:
+    """dockerd 20.10 still lists a container's network for a moment after `disconnect`, and a
+    container for a moment after `die`: told so, the sync neither re-adds nor re-writes them."""
+    a, b = ep("a", "2001:db8::a:1"), ep("b", "2001:db8::a:2")
+    host.docker.items = [a, b]
+    engine.sync(host.ctx())
+    out = engine.sync(host.ctx(), stopped=["id-a"], left=[("id-b", b.network)])
+    assert out.plan.wanted_entries() == frozenset()
+    assert out.snapshot is not None and out.snapshot.listed == {"id-a", "id-b"}
+    assert out.snapshot.listed_on == {("id-a", a.network), ("id-b", b.network)}
+
+
+def test_a_deleted_entry_its_drop_in_still_lists_stays_claimed_until_the_sync(host: Host) -> None:
+    """networkd may be applying that drop-in (a reload is asynchronous) and put the entry back:
+    the full sync that rewrites the drop-in must still know it is v6gen's to delete."""
+    from v6gen import state
+
+    a = ep("a", "2001:db8::a:1")
+    key = ("uplink0", addr(a.address))
+    host.docker.items = [a]
+    out = engine.sync(host.ctx())
+    assert out.snapshot is not None
+    fast(host, out.snapshot, "id-a")
+    assert key not in host.kernel.proxy and key in state.owned(host.paths)
+    host.kernel.proxy.add(key)  # networkd applied the old drop-in late
+    host.docker.items = []
+    engine.sync(host.ctx())
+    assert key not in host.kernel.proxy and key not in state.owned(host.paths)
