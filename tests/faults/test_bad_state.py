@@ -47,25 +47,33 @@ def _chown_needs_root() -> None:
         pytest.skip("giving a file to another user needs root")
 
 
-def state_doc(owned: dict[str, list[str]], saved: dict[str, str]) -> dict[str, Any]:
-    return {
+def state_doc(
+    owned: dict[str, list[str]], saved: dict[str, str], all_proxy_ndp: str | None = None
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "format": 1,
         "generated_by": "v6gen",
         "owned_proxy_entries": owned,
         "saved_proxy_delay": saved,
     }
+    if all_proxy_ndp is not None:
+        doc["saved_sysctls"] = {"net/ipv6/conf/all/proxy_ndp": all_proxy_ndp}
+    return doc
 
 
-def state_text(owned: dict[str, list[str]], saved: dict[str, str]) -> str:
-    return json.dumps(state_doc(owned, saved), indent=2) + "\n"
+def state_text(
+    owned: dict[str, list[str]], saved: dict[str, str], all_proxy_ndp: str | None = None
+) -> str:
+    return json.dumps(state_doc(owned, saved, all_proxy_ndp), indent=2) + "\n"
 
 
-# After a first sync: v6gen added 2001:db8::a:1 and remembers the kernel's proxy_delay (80).
-SYNCED = state_text({"uplink0": ["2001:db8::a:1"]}, {"uplink0": "80"})
+# After a first sync: v6gen added 2001:db8::a:1 and remembers the kernel's proxy_delay (80) and
+# all/proxy_ndp (0).
+SYNCED = state_text({"uplink0": ["2001:db8::a:1"]}, {"uplink0": "80"}, "0")
 # The same after the state was lost: ownership came back from the restore file, but the
-# delay from before v6gen cannot, so the current one (v6gen's own 0) is what is remembered.
-HEALED = state_text({"uplink0": ["2001:db8::a:1"]}, {"uplink0": "0"})
-CLAIMS_F00 = state_text({"uplink0": ["2001:db8::a:1", "2001:db8::f00"]}, {"uplink0": "80"})
+# values from before v6gen cannot, so the current ones (v6gen's own 0 and 1) are remembered.
+HEALED = state_text({"uplink0": ["2001:db8::a:1"]}, {"uplink0": "0"}, "1")
+CLAIMS_F00 = state_text({"uplink0": ["2001:db8::a:1", "2001:db8::f00"]}, {"uplink0": "80"}, "0")
 
 
 def synced(host: CliHost, replay: DockerReplay) -> Path:
