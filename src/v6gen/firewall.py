@@ -96,8 +96,9 @@ def judge(
         return Verdict(
             Reach.NONE,
             "Docker drops every packet to its containers that does not come from the "
-            "network's own bridge (gateway mode nat, Docker 28 and later; a raw-table rule, "
-            "so DOCKER-USER can't override it)",
+            "network's own bridge (com.docker.network.bridge.gateway_mode_ipv6=nat, the "
+            "default, on Docker 28 and later; a raw-table rule, so DOCKER-USER can't override "
+            "it)",
         )
     mode = network.gateway_mode if network else "nat"
     if mode == _NAT_UNPROTECTED:

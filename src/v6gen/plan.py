@@ -144,6 +144,23 @@ def _in_use(address: IPv6Address, uplink: str, link: LinkFacts, facts: HostFacts
     return ""
 
 
+def _ipvlan_l3_elsewhere(network: DockerNetwork | None, uplink: str) -> str:
+    """An ipvlan L3/L3S container is reached through a proxy entry on its parent, the only
+    interface whose packets reach it (measured in User-mode Linux: tests/lab/test_lan_ndp.py).
+    On any other uplink the host would answer Neighbour Discovery for a black hole."""
+    if network is None or network.driver != "ipvlan":
+        return ""
+    parent = network.options.get("parent", "")
+    if parent == uplink:
+        return ""
+    if not parent:
+        return "ipvlan L3 network without a parent: Docker gives it a dummy link of its own"
+    return (
+        f"ipvlan L3 network on parent {parent}, not on uplink {uplink}: only {parent} reaches "
+        f"it; set v6gen.uplink={parent} or network_uplinks"
+    )
+
+
 def make_plan(
     endpoints: Iterable[Endpoint],
     config: Config,
@@ -214,6 +231,10 @@ def make_plan(
                 f"inside the uplink's prefix; route the network to this host or announce it "
                 f"by router advertisement instead",
             )
+            continue
+        reason = _ipvlan_l3_elsewhere(network, uplink)
+        if reason:
+            skip(ep, reason, by_choice=True)
             continue
         taken = _in_use(address, uplink, link, facts)
         if taken:

@@ -147,7 +147,21 @@ def test_routed_and_unprotected_networks_are_proxied_with_their_reach(host: Host
         (DockerNetwork(NET, driver="macvlan"), False),
         (DockerNetwork(NET, driver="ipvlan"), False),  # l2 is ipvlan's default mode
         (DockerNetwork(NET, driver="ipvlan", options={"ipvlan_mode": "l2"}), False),
-        (DockerNetwork(NET, driver="ipvlan", options={"ipvlan_mode": "l3"}), True),
+        (DockerNetwork(NET, driver="ipvlan", options={"ipvlan_mode": "l3"}), False),
+        (
+            DockerNetwork(NET, driver="ipvlan", options={"ipvlan_mode": "l3", "parent": "eth1"}),
+            False,
+        ),
+        (
+            DockerNetwork(NET, driver="ipvlan", options={"ipvlan_mode": "l3", "parent": "uplink0"}),
+            True,
+        ),
+        (
+            DockerNetwork(
+                NET, driver="ipvlan", options={"ipvlan_mode": "l3s", "parent": "uplink0"}
+            ),
+            True,
+        ),
     ],
 )
 def test_networks_that_are_never_proxied(host: Host, network: DockerNetwork, proxied: bool) -> None:
@@ -158,7 +172,7 @@ def test_networks_that_are_never_proxied(host: Host, network: DockerNetwork, pro
     assert (host.kernel.proxy == {("uplink0", SEED)}) is proxied
     if not proxied:
         [skipped] = out.plan.skipped
-        what = "internal network" if network.internal else f"{network.driver} network"
+        what = "internal network" if network.internal else f"{network.driver} "
         assert skipped.by_choice and skipped.reason.startswith(what)
 
 
