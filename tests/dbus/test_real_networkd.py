@@ -33,6 +33,9 @@ NETWORK_FILE = "/etc/systemd/network/10-v6gen-uplink.network"
 PROXIED = "2001:db8::a:71a5"
 
 _T = TypeVar("_T")
+# -r too: joining a mount namespace resets the root to the namespace's own, so in a chroot
+# (tests/lab/test_release_python.py) the daemons would otherwise run the machine's binaries.
+_JOIN = ("-n", "-m", "-r")
 
 # Runs inside the new namespaces; prints its PID (the one to nsenter and to kill), then holds
 # the namespaces open. "set -e": any failed step ends it, and the test reports stderr.
@@ -73,7 +76,7 @@ class Lab:
 
     def run(self, *cmd: str) -> str:
         return subprocess.run(
-            ["nsenter", "-t", str(self.holder), "-n", "-m", *cmd],
+            ["nsenter", "-t", str(self.holder), *_JOIN, *cmd],
             check=True,
             capture_output=True,
             text=True,
@@ -126,7 +129,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             pytest.fail(f"namespace set-up failed: {errors.read_text()}")
         holder = int(line)
         lab = Lab(holder)
-        enter = ["nsenter", "-t", str(holder), "-n", "-m"]
+        enter = ["nsenter", "-t", str(holder), *_JOIN]
 
         def spawn(cmd: list[str], log: str) -> None:
             # nsenter execs (no PID namespace), so the PID is the daemon's own.
