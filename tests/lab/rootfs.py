@@ -32,13 +32,16 @@ SUITES = ("trixie", "sid")
 # The host side of the lab: networkd (inside the systemd package on both), its dispatcher, the
 # D-Bus daemon, dockerd with its runtime and compose (v2, which reads the lab's compose files),
 # the firewall tools dockerd calls, busybox for the container image, and v6gen's interpreter
-# with Debian's own builds of its libraries.
+# with Debian's own builds of its libraries. Then everything debian/tests/run-system-python
+# checks for, since inside the chroot (no network) it cannot apt-get what is missing, and mount,
+# which its D-Bus tier calls and which --variant=apt leaves out (Priority: required, not listed).
 BASE_PACKAGES = (
     "systemd", "dbus", "iproute2", "iptables", "nftables", "procps",
     "docker.io", "docker-cli", "docker-compose", "containerd", "runc", "tini",
     "networkd-dispatcher", "busybox-static",
     "python3", "python3-typer", "python3-docker", "python3-dbus-next", "python3-jinja2",
     "python3-yaml",
+    "python3-pytest", "python3-hypothesis", "dbus-daemon", "util-linux", "mount",
 )  # fmt: skip
 # sid moved the static tini (what docker's --init binds into containers) to its own package.
 EXTRA_PACKAGES = {"sid": ("tini-static",)}
