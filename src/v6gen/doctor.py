@@ -18,6 +18,7 @@ from v6gen.apply import (
 from v6gen.errors import DockerError
 from v6gen.model import DockerFacts, DockerNetwork, HostFacts, Plan, Reach
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
+from v6gen.plan import make_plan
 from v6gen.wording import count
 
 
@@ -41,15 +42,14 @@ def _ok(name: str, message: str) -> Check:
 
 def run(ctx: engine.Context) -> list[Check]:
     checks: list[Check] = []
-    k = ctx.adapters
     try:
-        docker = k.docker.facts()
-        plan, endpoints, _ = engine.plan_from_docker(ctx)
+        # One ask of Docker and of the host serves the plan and every check below.
+        endpoints, docker, facts, warnings = engine.gather(ctx)
     except DockerError as exc:
         checks.append(Check("docker", Level.FAIL, exc.message, exc.hint))
         return checks
+    plan = make_plan(endpoints, ctx.config, facts, docker)
     networks = {n: net for n, net in docker.networks.items() if net.ipv6}
-    facts, warnings = discover.gather_host(ctx.config, ctx.paths, k.kernel, k.networkd)
     version = f" (Docker {docker.version})" if docker.version else ""
     if networks:
         listed = ", ".join(

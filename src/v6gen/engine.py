@@ -116,8 +116,10 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
     return outcome
 
 
-def _gather(ctx: Context) -> tuple[list[Endpoint], DockerFacts, HostFacts, list[str]]:
-    # Docker first: if it can't be asked, nothing else is touched.
+def gather(ctx: Context) -> tuple[list[Endpoint], DockerFacts, HostFacts, list[str]]:
+    """Everything a plan is made from: Docker's endpoints and networks, the host's facts, and
+    warnings about what could not be asked. Docker first: if it can't be asked, nothing else
+    is touched."""
     endpoints = ctx.adapters.docker.endpoints()
     docker = ctx.adapters.docker.facts()
     facts, warnings = _facts(ctx)
@@ -125,7 +127,7 @@ def _gather(ctx: Context) -> tuple[list[Endpoint], DockerFacts, HostFacts, list[
 
 
 def plan_from_docker(ctx: Context) -> tuple[Plan, list[Endpoint], list[str]]:
-    endpoints, docker, facts, warnings = _gather(ctx)
+    endpoints, docker, facts, warnings = gather(ctx)
     return make_plan(endpoints, ctx.config, facts, docker), endpoints, warnings
 
 
@@ -144,7 +146,7 @@ def sync(
     `left` (container ID, network) pairs it shows a moment after a `disconnect`. Without them
     this sync would undo what the fast path just did, and a networkd reload of such a drop-in
     would put back an entry the fast path deleted, no longer v6gen's to delete."""
-    endpoints, docker, facts, warnings = _gather(ctx)
+    endpoints, docker, facts, warnings = gather(ctx)
     listed = {e.container_id for e in endpoints}
     listed_on = frozenset((e.container_id, e.network) for e in endpoints)
     dead, gone = set(stopped), set(left)
