@@ -11,7 +11,7 @@ from ipaddress import IPv6Network
 from pathlib import Path
 
 import pytest
-from test_cli import RUNNER
+from test_cli import run as invoke
 
 from v6gen import cli, doctor, engine, firewall
 from v6gen.doctor import Level
@@ -182,11 +182,6 @@ def cli_host(host: Host, monkeypatch: pytest.MonkeyPatch) -> Host:
         cli, "_adapters", lambda cfg, paths: Adapters(host.docker, host.networkd, host.kernel)
     )
     return host
-
-
-def invoke(host: Host, *args: str) -> tuple[int, str, str]:
-    result = RUNNER.invoke(cli.app, [*args, "--root", str(host.root)])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_cli_names_the_network_the_option_and_the_fix(cli_host: Host) -> None:
