@@ -334,8 +334,6 @@ class Lab:
     def _start(self) -> None:
         self._t_last = time.monotonic()
         opts = self.options
-        if self.chrooted and opts.dpkg:
-            raise LabError("dpkg mode runs on the machine's own release only")
         networkd_root = self._networkd_root()
         tarball = build_rootfs_tar(packages.CACHE_DIR / "busybox-rootfs.tar")
         self.host.start()
@@ -626,6 +624,8 @@ class Lab:
     def overlay_changes(self) -> dict[str, str]:
         """What was written inside the overlays (not the tmpfs directories), as lab paths:
         "dir", "file", "symlink" or "deleted" (a whiteout: the machine's file hidden)."""
+        if isinstance(self.host, ChrootNamespace):
+            return self.host.overlay_changes()
         found: dict[str, str] = {}
         overlays = DPKG_OVERLAY_DIRS if self.options.dpkg else OVERLAY_DIRS
         for i, d in enumerate(overlays):
@@ -668,7 +668,15 @@ class Lab:
         return self.compose(file, "down", "-t", "0", project=project)
 
     def flap(self, uplink: str = "uplink0") -> None:
-        self.run(f"ip link set {uplink} down && ip link set {uplink} up")
+        """Down and up again, returning once the carrier is back. The kernel's linkwatch reports
+        a veth's carrier up to a second after `ip link set up` (a fixed delay, not load), and
+        the LAN can reach nothing until then: a window measured from the `up` would mostly
+        measure that second."""
+        self.run(
+            f"ip link set {uplink} down && ip link set {uplink} up"
+            f" && until ip -o link show {uplink} | grep -q 'state UP'; do sleep 0.02; done",
+            timeout=10,
+        )
 
     def sysctl(self, key: str) -> str:
         # Not via path(): /proc/sys/net answers for the reader's network namespace, not the lab's.

@@ -106,8 +106,10 @@ def test_3_flap_hook_restores_reachability(make_lab: MakeLab, networkd: str) -> 
     seen = len(log.read_bytes())
     lab.flap()
     # The kernel flushes proxy entries on link down; this is the gap the hook exists for.
-    took = lab.lan_reachable(PROBE, within=2.0)
-    assert took is not None and took <= 2.0, f"LAN not reaching {PROBE} within 2 s of the flap"
+    # A bound for "eventually", not a speed claim: networkd re-adds the uplink's route and the
+    # hook the entry within milliseconds of the carrier (bench/ measures that).
+    took = lab.lan_reachable(PROBE, within=5)
+    assert took is not None, f"LAN not reaching {PROBE} within 5 s of the carrier's return"
     assert PROBE in lab.proxy_entries()
     # Debian's 247.3-7+deb11u5 carries the #18378 fix, so networkd re-adds the entry as well;
     # the hook's own log line shows that it restored the entry independently.
