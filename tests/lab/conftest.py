@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from . import packages
+from .debpkg import Deb, build_deb, host_state
 from .image import build_rootfs_tar
 from .labhost import Lab, LabOptions
 
@@ -49,3 +50,21 @@ def make_lab(lab_prereqs: None, tmp_path: Path) -> Iterator[MakeLab]:
 def lab(make_lab: MakeLab) -> Lab:
     """The default lab: networkd 252, dispatcher, dockerd, one static uplink."""
     return make_lab()
+
+
+@pytest.fixture(scope="session")
+def v6gen_deb(lab_prereqs: None) -> Deb:
+    """The .deb of the checkout as it is (debpkg.build_deb: cached per source state)."""
+    deb = build_deb()
+    took = "cached" if deb.build_seconds is None else f"built in {deb.build_seconds:.1f}s"
+    print(f"{deb.path} ({took})")
+    return deb
+
+
+@pytest.fixture(scope="module")
+def host_before(v6gen_deb: Deb) -> Iterator[dict[str, object]]:
+    """The machine's package state before the module's labs (the build may install its
+    build-deps first); compared again after the last lab is gone."""
+    before = host_state()
+    yield before
+    assert host_state() == before, "the machine's dpkg/apt state changed"

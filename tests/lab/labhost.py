@@ -490,7 +490,7 @@ class Lab:
         if pid is None:
             f.unlink(missing_ok=True)
         else:
-            self.write(f"{UNIT_PIDS}/{UNITS[name]}", f"{pid}\n")
+            self.write(f"{UNIT_PIDS}/{UNITS[name]}", f"{self.host.pid_inside(pid)}\n")
 
     def _fake_systemd(self) -> None:
         stub = "/run/lab/systemctl"

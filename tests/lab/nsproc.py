@@ -158,6 +158,11 @@ class Namespace:
         self.procs.append((name, proc))
         return proc
 
+    def pid_inside(self, pid: int) -> int:
+        """The process spawn() started (`pid`), as numbered where it runs: the same here, where
+        nsenter execs it in place."""
+        return pid
+
     def stop_proc(self, name: str, grace: float = 5.0) -> None:
         for pname, proc in list(self.procs):
             if pname == name:

@@ -50,6 +50,10 @@ def _setup_script(lower: Path, workdir: Path) -> str:
     ]
     lines += [f"mount -t tmpfs -o mode={m} lab {root}{d}" for d, m in CHROOT_TMPFS]
     lines += [f"mkdir -p {root}{REPO}", f"mount --bind -o ro {REPO} {root}{REPO}"]
+    # At its own path too, so that what runs inside (the lab's systemctl stand-in, and the
+    # dispatcher it starts) logs where the lab reads logs from.
+    logdir = workdir / "logs"
+    lines += [f"mkdir -p {root}{logdir}", f"mount --bind {logdir} {root}{logdir}"]
     # tini reaps whatever the daemons orphan; `sleep` keeps the namespaces alive.
     lines += [f"exec chroot {root} /usr/bin/tini -s -- sleep infinity"]
     return "\n".join(lines)
@@ -113,6 +117,36 @@ class ChrootNamespace(Namespace):
 
     def prefix(self) -> list[str]:
         return ["nsenter", "-t", str(self.pid), "-n", "-m", "-p", "-r", "-w", "--"]
+
+    def pid_inside(self, pid: int) -> int:
+        """`nsenter -p` forks: the process spawn() started is the child of `pid`, and inside
+        the PID namespace (where the lab's systemctl stand-in looks) it has another number, the
+        last of its NSpid line."""
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        deadline = time.monotonic() + 10
+        while not children.read_text().split():
+            if time.monotonic() > deadline:
+                raise LabError(f"nsenter {pid} started nothing")
+            time.sleep(0.005)
+        child = children.read_text().split()[0]
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+        raise LabError(f"no NSpid for {child}")
+
+    def overlay_changes(self) -> dict[str, str]:
+        """What the lab wrote into the root's overlay (Lab.overlay_changes): its upper layer,
+        seen from the lab's mount namespace outside the chroot, where the tmpfs holding it is
+        mounted. A character device there is a whiteout: a file of the rootfs deleted."""
+        upper = self.workdir / "rootfs-rw" / "upper"
+        argv = [*self.lan_prefix(), "find", str(upper), "-mindepth", "1", "-printf", r"%y %P\n"]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        kinds = {"f": "file", "d": "dir", "l": "symlink", "c": "deleted"}
+        found = {}
+        for line in out.splitlines():
+            kind, _, rel = line.partition(" ")
+            found["/" + rel] = kinds.get(kind, kind)
+        return found
 
     def lan_prefix(self) -> list[str]:
         """Where a LAN neighbour namespace is made: the lab's mount namespace at the machine's
