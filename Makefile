@@ -60,9 +60,10 @@ lab-installed:
 
 # Debian's python first: it installs the packaged libraries (python3-typer, ...) that the fault
 # tier's unprivileged runs of /usr/bin/python3 -m v6gen need too.
+# --durations: where a run's time went, in CI's log, for keeping make test short.
 test: deps $(STAMP) lint typecheck
 	debian/tests/run-system-python -q
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 bench: $(STAMP) deps
 	$(PY) -m bench
