@@ -1,0 +1,309 @@
+"""Issue 16: the package, the service and a reboot with systemd as PID 1 (boot.py), on bookworm,
+trixie and sid.
+
+One boot per release; its tests run in this order and build on each other, as an administrator's
+session would: the boot itself, `apt-get install ./v6gen.deb` with a container already up, the
+service, a reboot, the purge. sid's Docker 28 drops what the LAN sends a container on a `nat`
+network, so its network is `routed`, as the README tells users.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Iterator
+
+import pytest
+
+from . import packages
+from .boot import UPLINK, BootedSystem
+from .image import IMAGE
+from .labhost import poll
+from .test_deb import HEADER, Deb, build_deb
+
+pytestmark = pytest.mark.lab
+
+RELEASES = ("bookworm", "trixie", "sid")
+VERSIONS = {
+    "bookworm": {"systemd": "systemd 252", "docker": "20.10."},
+    "trixie": {"systemd": "systemd 257", "docker": "26.1."},
+    "sid": {"systemd": "systemd 262", "docker": "28.5."},
+}
+ROUTED = frozenset({"sid"})
+SUBNET = "2001:db8::a:71a0/125"
+PROBE = "2001:db8::a:71a5"  # up before v6gen is installed
+PENDING = "2001:db8::a:71a4"  # started while nothing syncs, before the service starts
+KEEPER = "2001:db8::a:71a3"  # --restart unless-stopped, started under the service
+# busybox sh as PID 1 would ignore SIGTERM and hold up every shutdown by Docker's 10 s.
+COMMAND = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done")
+HOOK_BASE = "/usr/lib/networkd-dispatcher"
+DEB_INSIDE = "/root/v6gen.deb"
+DROPIN = f"/etc/systemd/network/{UPLINK.network_file}.d/50-v6gen.conf"
+# Someone else's: a drop-in on the uplink with its own entry, a .network of another link, and a
+# kernel entry. The purge must leave all of them.
+FOREIGN_DROPIN = f"/etc/systemd/network/{UPLINK.network_file}.d/10-someone-else.conf"
+FOREIGN_NETWORK = "/etc/systemd/network/20-foreign.network"
+FOREIGN_ENTRIES = frozenset({"2001:db8::beef", "2001:db8::dead"})
+GENERATED_DIRS = ("/etc/systemd/network", "/etc/systemd/networkd.conf.d", "/etc/sysctl.d",
+                  "/etc/networkd-dispatcher")  # fmt: skip
+GONE_AFTER_PURGE = ("/etc/v6gen", "/var/lib/v6gen", "/run/v6gen")
+# How a sandbox refusal shows in v6gen's journal: a failed system call, a killed process.
+DENIAL = re.compile(
+    r"denied|not permitted|Permission denied|EPERM|EACCES|Read-only file system|SIGSYS"
+    r"|Bad system call|Traceback",
+    re.IGNORECASE,
+)
+# debian/v6gen.service's hardening as `systemctl show` spells it; the words of list-valued
+# properties are compared as sets (systemd orders them its own way).
+SANDBOX = {
+    "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+    "PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "ProtectClock": "yes",
+    "ProtectHostname": "yes", "RestrictNamespaces": "yes", "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes", "LockPersonality": "yes", "UMask": "0022",
+    "CapabilityBoundingSet": "cap_net_admin cap_net_raw", "AmbientCapabilities": "",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_NETLINK AF_UNIX",
+    "SystemCallArchitectures": "native",
+}  # fmt: skip
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+# Generous: these are waits for events, not measurements (bench/ measures).
+EVENTUALLY = 60.0
+
+# Per release, what the tests measured; printed when the release's boot is torn down.
+MEASURED: dict[str, dict[str, float | str]] = {}
+
+
+@pytest.fixture(scope="module")
+def boot_deb(lab_prereqs: None) -> Deb:
+    """The .deb as `make deb` builds it (test_deb.py's build, cached by content)."""
+    return build_deb()
+
+
+@pytest.fixture(scope="module", params=RELEASES)
+def booted(
+    request: pytest.FixtureRequest, lab_prereqs: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BootedSystem]:
+    release: str = request.param
+    packages.ensure_packages(("systemd-container",))
+    system = BootedSystem(tmp_path_factory.mktemp(f"boot-{release}"), release)
+    system.start()
+    MEASURED[release] = {"boot_to_running_s": round(system.boot_seconds[0], 2)}
+    try:
+        yield system
+    finally:
+        # In the report's teardown section, where a failure needs it.
+        print(f"{release}: measured {MEASURED.get(release)}\n{system.console()}")
+        print(system.run("journalctl --no-pager -b -n 80", check=False).stdout)
+        system.stop()
+
+
+def docker(system: BootedSystem, *args: str) -> str:
+    return system.run(["docker", *args]).stdout.strip()
+
+
+def start_container(system: BootedSystem, name: str, addr: str, *opts: str) -> None:
+    docker(system, "run", "-d", "--name", name, "--network", "probe-net", "--ip6", addr, *opts,
+           IMAGE, *COMMAND)  # fmt: skip
+
+
+def entry_is(system: BootedSystem, addr: str, present: bool) -> bool:
+    return (addr in system.proxy_entries()) == present
+
+
+def v6gen_files(system: BootedSystem) -> list[str]:
+    """Files v6gen generated (its name or header) that are still there."""
+    found = [d for d in GONE_AFTER_PURGE if system.path(d).exists()]
+    for d in GENERATED_DIRS:
+        for p in system.path(d).rglob("*"):
+            inside = "/" + str(p.relative_to(system.path("/")))
+            if p.is_file() and ("v6gen" in p.name or p.read_text(errors="replace")
+                                .startswith(HEADER)):  # fmt: skip
+                found.append(inside)
+    return sorted(found)
+
+
+# ----- the tests, in order --------------------------------------------------------------------
+def test_boot_reaches_running(booted: BootedSystem) -> None:
+    """systemd is PID 1 with networkd, dbus and dockerd as units; the uplink is configured and
+    the LAN neighbour reaches the host; a container has its address before v6gen exists."""
+    system, want = booted, VERSIONS[booted.suite]
+    assert system.state == "running", f"{system.state}: failed units {system.failed_units()}"
+    assert system.run(["readlink", "/proc/1/exe"]).stdout.strip().endswith("/systemd")
+    assert system.run(["systemctl", "--version"]).stdout.startswith(want["systemd"])
+    assert system.docker.get_json("/version")["Version"].startswith(want["docker"])
+    for unit in ("systemd-networkd", "dbus", "docker", "containerd"):
+        assert system.is_active(unit) == "active", unit
+    # Enabled, but skipped at boot for want of hooks (ConditionPathExistsGlob=).
+    assert system.run(["systemctl", "is-enabled", "networkd-dispatcher"]).stdout.strip() == (
+        "enabled"
+    )
+    assert system.is_active("networkd-dispatcher") == "inactive"
+    assert poll(lambda: system.lan_ping(UPLINK.host_addr), EVENTUALLY, interval=0.5)
+
+    routed = ["-o", "com.docker.network.bridge.gateway_mode_ipv6=routed"]
+    docker(system, "network", "create", "--ipv6", "--subnet", SUBNET,
+           *(routed if system.suite in ROUTED else []), "probe-net")  # fmt: skip
+    start_container(system, "probe", PROBE)
+    assert not system.lan_ping(PROBE), "the LAN reaches the container before v6gen"
+
+
+def test_install_syncs_and_dispatcher_runs_hooks(booted: BootedSystem, boot_deb: Deb) -> None:
+    """`apt-get install ./v6gen.deb` under systemd: the postinst syncs (the LAN reaches the
+    container), the hooks are in place, the postinst starts the idle dispatcher, and after a
+    flap the dispatcher runs them."""
+    system = booted
+    system.path(DEB_INSIDE).write_bytes(boot_deb.path.read_bytes())
+    res = system.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", DEB_INSIDE],
+                     timeout=300)  # fmt: skip
+    out = res.stdout + res.stderr
+    assert "proxying the running containers" in out, out
+    assert "starting networkd-dispatcher" in out, out
+    status = system.run(["dpkg-query", "-W", "-f=${db:Status-Status}", "v6gen"]).stdout
+    assert status == "installed"
+    assert PROBE in system.proxy_entries()
+    took = system.lan_reachable(PROBE, within=10)
+    assert took is not None, "the postinst's sync did not make the container reachable"
+    hooks = sorted(system.path(HOOK_BASE).glob("*.d/50-v6gen"))
+    assert len(hooks) == 6, hooks
+    for hook in hooks:
+        for p in (hook, hook.parent):
+            st = p.stat()
+            assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0), p
+    assert system.is_active("networkd-dispatcher") == "active"
+    assert system.is_active("v6gen") == "inactive", "the package must not start watch mode"
+
+    seen = len(system.journal("-u", "networkd-dispatcher").splitlines())
+    system.run(f"ip link set {UPLINK.name} down && ip link set {UPLINK.name} up")
+
+    def hook_restored() -> bool:
+        new = system.journal("-u", "networkd-dispatcher").splitlines()[seen:]
+        return any(re.search(r"v6gen-hook: uplink0 [a-z-]+: restored 1 proxy entr", ln)
+                   for ln in new)  # fmt: skip
+
+    assert poll(hook_restored, EVENTUALLY, interval=0.2), system.journal(
+        "-u", "networkd-dispatcher"
+    )
+    assert poll(lambda: entry_is(system, PROBE, True), EVENTUALLY)
+    assert system.lan_reachable(PROBE, within=10) is not None, "not reachable after the flap"
+    MEASURED[system.suite]["install_lan_reply_s"] = round(took, 2)
+
+
+def test_service_ready_after_sync_follows_reloads_sandboxed(booted: BootedSystem) -> None:
+    """`systemctl enable --now v6gen`: active only once its first sync is done (Type=notify);
+    then it follows Docker; reload resyncs in the same process; the sandbox is applied."""
+    system = booted
+    start_container(system, "pending", PENDING)
+    assert PENDING not in system.proxy_entries(), "something synced besides the service"
+    # `systemctl start` of a Type=notify unit returns once READY=1 came: the entry must be
+    # there at that moment, not eventually.
+    system.run(["systemctl", "enable", "--now", "v6gen.service"], timeout=180)
+    assert system.is_active("v6gen") == "active"
+    assert PENDING in system.proxy_entries(), "READY before the first sync"
+    main_pid = system.show("v6gen", "MainPID")["MainPID"]
+
+    start_container(system, "keeper", KEEPER, "--restart", "unless-stopped")
+    assert poll(lambda: entry_is(system, KEEPER, True), EVENTUALLY), "a new container not proxied"
+    assert system.lan_reachable(KEEPER, within=10) is not None
+    docker(system, "rm", "-f", "pending")
+    assert poll(lambda: entry_is(system, PENDING, False), EVENTUALLY), "a removed one kept"
+
+    # Reload: the entry someone deleted comes back from a resync of the same process.
+    system.run(["ip", "-6", "neigh", "del", "proxy", PROBE, "dev", UPLINK.name])
+    system.run(["systemctl", "reload", "v6gen.service"])
+    assert poll(lambda: entry_is(system, PROBE, True), EVENTUALLY), "reload did not resync"
+    assert "SIGHUP: full resync" in system.journal("-u", "v6gen")
+    assert system.show("v6gen", "MainPID")["MainPID"] == main_pid, "reload restarted it"
+    assert system.show("v6gen", "NRestarts")["NRestarts"] == "0"
+
+    shown = system.show("v6gen", *SANDBOX)
+    for prop, want in SANDBOX.items():
+        assert set(shown[prop].split()) == set(want.split()), f"{prop}={shown[prop]!r}"
+    status = system.path(f"/proc/{main_pid}/status").read_text()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2", "no system call filter"
+    assert int(fields["CapBnd"], 16) == (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
+    # ProtectSystem=strict in the service's own mount namespace: /usr and /etc read-only, the
+    # directories it writes not.
+    ro = system.run(["nsenter", "-t", main_pid, "-m", "--", "touch", "/etc/v6gen-sandbox-probe"],
+                    check=False)  # fmt: skip
+    assert ro.returncode != 0 and "Read-only" in ro.stderr, ro
+    rw = "/etc/systemd/network/.v6gen-sandbox-probe"
+    system.run(["nsenter", "-t", main_pid, "-m", "--", "sh", "-c", f"touch {rw} && rm {rw}"])
+
+    journal = system.journal("-b", "-u", "v6gen", "-o", "cat")
+    denials = [ln for ln in journal.splitlines() if DENIAL.search(ln)]
+    assert not denials, "\n".join(denials)
+    security = system.run(["systemd-analyze", "security", "--no-pager", "v6gen.service"],
+                          check=False).stdout  # fmt: skip
+    score = re.search(r"Overall exposure level for v6gen\.service: (\S+ \S+)", security)
+    print(security)
+    MEASURED[system.suite]["security_exposure"] = score.group(1) if score else "?"
+
+
+def test_reboot_brings_entry_and_lan_back(booted: BootedSystem) -> None:
+    """`systemctl reboot` inside; on the next boot, without any manual step, the entry of the
+    `--restart unless-stopped` container is back, the LAN reaches it and diff has nothing."""
+    system = booted
+    assert system.show("v6gen", "UnitFileState")["UnitFileState"] == "enabled"
+    down = system.reboot()
+
+    assert poll(lambda: entry_is(system, KEEPER, True), EVENTUALLY), "entry not back"
+    entry_back = system.seconds_since_launch()
+    took = system.lan_reachable(KEEPER, within=int(EVENTUALLY))
+    assert took is not None, "the LAN does not reach the container after the reboot"
+    lan_back = system.seconds_since_launch()
+    system.wait_booted()
+    assert system.state == "running", f"{system.state}: failed units {system.failed_units()}"
+    assert system.is_active("v6gen") == "active"
+    assert PROBE not in system.proxy_entries() or poll(
+        lambda: entry_is(system, PROBE, False), EVENTUALLY
+    ), "the seed container (no restart policy) is down but still proxied"
+    diff = system.run(["v6gen", "diff"], check=False)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    MEASURED[system.suite].update(
+        shutdown_s=round(down, 2), reboot_boot_to_running_s=round(system.boot_seconds[-1], 2),
+        reboot_entry_back_s=round(entry_back, 2), reboot_lan_reply_s=round(lan_back, 2),
+    )  # fmt: skip
+
+
+def test_purge_removes_everything_v6gen_made(booted: BootedSystem) -> None:
+    """`apt-get purge v6gen` stops and disables the service, removes its files, generated
+    files and kernel entries, and leaves someone else's entry and .network files."""
+    system = booted
+    foreign_files = {
+        FOREIGN_DROPIN: "[Network]\nIPv6ProxyNDPAddress=2001:db8::beef\n",
+        FOREIGN_NETWORK: "[Match]\nName=foreign0\n\n[Network]\nIPv6AcceptRA=no\n",
+    }
+    for name, text in foreign_files.items():
+        system.path(name).parent.mkdir(parents=True, exist_ok=True)
+        system.path(name).write_text(text)
+    system.run(["networkctl", "reload"])
+    system.run(["ip", "-6", "neigh", "replace", "proxy", "2001:db8::dead", "dev", UPLINK.name])
+    assert poll(lambda: system.proxy_entries() >= FOREIGN_ENTRIES, EVENTUALLY)
+    assert system.path(DROPIN).exists()
+    listed = system.run(["dpkg-query", "-L", "v6gen"]).stdout.split()
+    package_files = [f for f in listed if not system.path(f).is_dir()]
+
+    res = system.run(["apt-get", "purge", "-y", "-q", "v6gen"], timeout=300)
+    out = res.stdout + res.stderr
+    assert system.is_active("v6gen") in ("inactive", "unknown"), out
+    enabled = system.run(["systemctl", "is-enabled", "v6gen.service"], check=False)
+    assert enabled.returncode != 0, enabled.stdout
+    assert not list(system.path("/etc/systemd/system").rglob("v6gen.service"))
+    assert [f for f in package_files if system.path(f).exists()] == []
+    assert v6gen_files(system) == []
+    assert KEEPER not in system.proxy_entries() and PROBE not in system.proxy_entries()
+    assert not system.lan_ping(KEEPER), "still reachable after the purge"
+    assert system.proxy_entries() >= FOREIGN_ENTRIES, "someone else's entries went"
+    for name, text in foreign_files.items():
+        assert system.path(name).read_text() == text, f"{name} changed"
+    status = system.run(["dpkg-query", "-W", "-f=${db:Status-Status}", "v6gen"], check=False)
+    assert status.returncode != 0 or status.stdout in ("", "not-installed"), status.stdout
+
+
+def test_rootfs_untouched(booted: BootedSystem) -> None:
+    """The boots wrote only into their overlay: the cached tree has no v6gen."""
+    assert not (booted.lower / "usr/bin/v6gen").exists()
+    assert not (booted.lower / "var/lib/dpkg/info/v6gen.list").exists()
+    assert not (booted.lower / "etc/systemd/network" / UPLINK.network_file).exists()
