@@ -15,7 +15,9 @@ this boot's own directory, so boots are independent and a reboot finds what the 
 Each launch runs in a private mount namespace (the overlay, a tmpfs over nspawn's propagation
 directory) and in cgroups of its own, since nspawn with --keep-unit puts its `payload` and
 `supervisor` cgroups beside itself. Every launch gets a fresh uplink namespace and veth, as a
-reboot gives fresh links; the LAN neighbour is another machine and stays.
+reboot gives fresh links; the LAN neighbour is another machine and stays. dockerd keeps its data
+in the overlay too (overlay2 cannot stack on it, so it falls back to vfs; the busybox image is
+2 MB), which is what lets containers survive a reboot.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ INSIDE_ENV = (
     "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG=C.UTF-8", "HOME=/root", "DEBIAN_FRONTEND=noninteractive", "SYSTEMD_PAGER=",
 )  # fmt: skip
+# busybox sh as PID 1 would ignore SIGTERM and hold up every shutdown by Docker's 10 s.
+CONTAINER_COMMAND = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done")
+DEB_INSIDE = "/root/v6gen.deb"
 V1_NAMED = Path("/sys/fs/cgroup/systemd")  # the hybrid layout's name=systemd hierarchy
 BOOT_TIMEOUT = 180.0
 
@@ -155,12 +160,12 @@ class BootedSystem:
             if not (self.lower / "etc/systemd/system" / wants / unit).is_symlink():
                 link.symlink_to(f"{UNITS}/{unit}")
 
-    def _launch(self) -> None:
+    def _launch(self, carrier: bool = True) -> None:
         self.launches += 1
         n = self.launches
         self.uplink_ns = Namespace(self.logdir, f"uplink-boot{n}")
         self.uplink_ns.start()
-        self._add_uplink(self.uplink_ns)
+        self._add_uplink(self.uplink_ns, carrier)
         cgroup = f"v6gen-boot-{os.getpid()}-{id(self):x}-{n}"
         self.cgroups.append(cgroup)
         machine = f"v6gen-{self.suite}-{os.getpid()}-{n}"
@@ -194,18 +199,23 @@ class BootedSystem:
                 return True
         return False
 
-    def _add_uplink(self, ns: Namespace) -> None:
-        """The uplink veth, its LAN end in the neighbour's namespace, configured as labhost's."""
+    def _add_uplink(self, ns: Namespace, carrier: bool) -> None:
+        """The uplink veth, its LAN end in the neighbour's namespace, configured as labhost's.
+        Without `carrier` the LAN end stays down, so the uplink has none (set_carrier())."""
         ns.run(
             f"ip link add {UPLINK.name} type veth peer name {UPLINK.lan_if} netns {self.lan.pid}"
         )
         self.lan.run(
             f"set -e; ip link set lo up; sysctl -qw net.ipv6.conf.{UPLINK.lan_if}.accept_dad=0;"
             f" ip addr add {UPLINK.lan_addr}/64 dev {UPLINK.lan_if} nodad;"
-            f" ip link set {UPLINK.lan_if} up;"
             f" sysctl -qw net.ipv6.neigh.{UPLINK.lan_if}.retrans_time_ms=100"
             f" net.ipv6.neigh.{UPLINK.lan_if}.mcast_solicit={NEIGH_SOLICITS}"
         )
+        self.set_carrier(carrier)
+
+    def set_carrier(self, up: bool) -> None:
+        """The uplink's carrier, as a cable or switch port gives it: the LAN end up or down."""
+        self.lan.run(f"ip link set {UPLINK.lan_if} {'up' if up else 'down'}")
 
     def wait_booted(self, timeout: float = BOOT_TIMEOUT) -> str:
         """Polls `systemctl is-system-running` until the boot is done: "running", or "degraded"
@@ -224,9 +234,10 @@ class BootedSystem:
         self.boot_seconds.append(time.monotonic() - self._t_launch)
         return self.state
 
-    def reboot(self, timeout: float = BOOT_TIMEOUT) -> float:
+    def reboot(self, *, carrier: bool = True, timeout: float = BOOT_TIMEOUT) -> float:
         """`systemctl reboot` inside, nspawn's exit 133, then a launch on the same overlay with
-        fresh links. Returns the seconds from the reboot command to nspawn's exit."""
+        fresh links (the uplink without carrier unless `carrier`). Returns the seconds from the
+        reboot command to nspawn's exit."""
         assert self.nspawn is not None
         t0 = time.monotonic()
         self.run(["systemctl", "reboot"], check=False)
@@ -238,7 +249,7 @@ class BootedSystem:
         if code != REBOOT_EXIT:
             raise LabError(f"nspawn exited with {code}, not {REBOOT_EXIT}\n{self.console()}")
         self._drop_boot()
-        self._launch()
+        self._launch(carrier)
         return down
 
     def _drop_boot(self) -> None:
@@ -325,6 +336,27 @@ class BootedSystem:
     def docker(self) -> DockerAPI:
         # docker.socket: the first connection starts dockerd if it is not running yet.
         return DockerAPI(self.path("/run/docker.sock"))
+
+    def docker_cli(self, *args: str) -> str:
+        return self.run(["docker", *args]).stdout.strip()
+
+    def create_network(self, name: str, subnet: str, routed: bool) -> None:
+        """An IPv6 bridge network; `routed`: Docker's `routed` IPv6 gateway mode, without which
+        Docker 28 drops what the LAN sends a container (../../README.md)."""
+        opts = ["-o", "com.docker.network.bridge.gateway_mode_ipv6=routed"] if routed else []
+        self.docker_cli("network", "create", "--ipv6", "--subnet", subnet, *opts, name)
+
+    def start_container(self, name: str, network: str, addr: str, *opts: str) -> None:
+        self.docker_cli("run", "-d", "--name", name, "--network", network, "--ip6", addr, *opts,
+                        IMAGE, *CONTAINER_COMMAND)  # fmt: skip
+
+    def install_deb(self, deb: Path) -> str:
+        """`apt-get install ./v6gen.deb` inside (every Depends is in the root filesystem, so
+        apt needs no network); its output, maintainer scripts' included."""
+        self.path(DEB_INSIDE).write_bytes(deb.read_bytes())
+        res = self.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", DEB_INSIDE],
+                       timeout=300)  # fmt: skip
+        return res.stdout + res.stderr
 
     def failed_units(self) -> list[str]:
         out = self.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]).stdout

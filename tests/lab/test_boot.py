@@ -3,7 +3,8 @@ trixie and sid.
 
 One boot per release; its tests run in this order and build on each other, as an administrator's
 session would: the boot itself, `apt-get install ./v6gen.deb` with a container already up, the
-service, a reboot, the purge. sid's Docker 28 drops what the LAN sends a container on a `nat`
+service (and its sandbox and watchdog), a reboot, a reboot whose uplink has no carrier until the
+system is up (Docker before a routable uplink; v6gen ready without one), the purge. sid's Docker 28 drops what the LAN sends a container on a `nat`
 network, so its network is `routed`, as the README tells users.
 """
 
@@ -18,7 +19,6 @@ import pytest
 
 from . import packages
 from .boot import UPLINK, BootedSystem
-from .image import IMAGE
 from .labhost import poll
 from .test_deb import HEADER, Deb, build_deb
 
@@ -31,14 +31,11 @@ VERSIONS = {
     "sid": {"systemd": "systemd 262", "docker": "28.5."},
 }
 ROUTED = frozenset({"sid"})
-SUBNET = "2001:db8::a:71a0/125"
+NETWORK, SUBNET = "probe-net", "2001:db8::a:71a0/125"
 PROBE = "2001:db8::a:71a5"  # up before v6gen is installed
 PENDING = "2001:db8::a:71a4"  # started while nothing syncs, before the service starts
 KEEPER = "2001:db8::a:71a3"  # --restart unless-stopped, started under the service
-# busybox sh as PID 1 would ignore SIGTERM and hold up every shutdown by Docker's 10 s.
-COMMAND = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done")
 HOOK_BASE = "/usr/lib/networkd-dispatcher"
-DEB_INSIDE = "/root/v6gen.deb"
 DROPIN = f"/etc/systemd/network/{UPLINK.network_file}.d/50-v6gen.conf"
 # Someone else's: a drop-in on the uplink with its own entry, a .network of another link, and a
 # kernel entry. The purge must leave all of them.
@@ -134,15 +131,6 @@ def sandbox_probe(system: BootedSystem) -> subprocess.CompletedProcess[str]:
     return system.run(["systemctl", "start", PROBE_UNIT], check=False, timeout=120)
 
 
-def docker(system: BootedSystem, *args: str) -> str:
-    return system.run(["docker", *args]).stdout.strip()
-
-
-def start_container(system: BootedSystem, name: str, addr: str, *opts: str) -> None:
-    docker(system, "run", "-d", "--name", name, "--network", "probe-net", "--ip6", addr, *opts,
-           IMAGE, *COMMAND)  # fmt: skip
-
-
 def entry_is(system: BootedSystem, addr: str, present: bool) -> bool:
     return (addr in system.proxy_entries()) == present
 
@@ -177,10 +165,8 @@ def test_boot_reaches_running(booted: BootedSystem) -> None:
     assert system.is_active("networkd-dispatcher") == "inactive"
     assert poll(lambda: system.lan_ping(UPLINK.host_addr), EVENTUALLY, interval=0.5)
 
-    routed = ["-o", "com.docker.network.bridge.gateway_mode_ipv6=routed"]
-    docker(system, "network", "create", "--ipv6", "--subnet", SUBNET,
-           *(routed if system.suite in ROUTED else []), "probe-net")  # fmt: skip
-    start_container(system, "probe", PROBE)
+    system.create_network(NETWORK, SUBNET, routed=system.suite in ROUTED)
+    system.start_container("probe", NETWORK, PROBE)
     assert not system.lan_ping(PROBE), "the LAN reaches the container before v6gen"
 
 
@@ -189,10 +175,7 @@ def test_install_syncs_and_dispatcher_runs_hooks(booted: BootedSystem, boot_deb:
     container), the hooks are in place, the postinst starts the idle dispatcher, and after a
     flap the dispatcher runs them."""
     system = booted
-    system.path(DEB_INSIDE).write_bytes(boot_deb.path.read_bytes())
-    res = system.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", DEB_INSIDE],
-                     timeout=300)  # fmt: skip
-    out = res.stdout + res.stderr
+    out = system.install_deb(boot_deb.path)
     assert "proxying the running containers" in out, out
     assert "starting networkd-dispatcher" in out, out
     status = system.run(["dpkg-query", "-W", "-f=${db:Status-Status}", "v6gen"]).stdout
@@ -229,7 +212,7 @@ def test_service_ready_after_sync_follows_reloads_sandboxed(booted: BootedSystem
     """`systemctl enable --now v6gen`: active only once its first sync is done (Type=notify);
     then it follows Docker; reload resyncs in the same process; the sandbox is applied."""
     system = booted
-    start_container(system, "pending", PENDING)
+    system.start_container("pending", NETWORK, PENDING)
     assert PENDING not in system.proxy_entries(), "something synced besides the service"
     # `systemctl start` of a Type=notify unit returns once READY=1 came: the entry must be
     # there at that moment, not eventually.
@@ -238,10 +221,10 @@ def test_service_ready_after_sync_follows_reloads_sandboxed(booted: BootedSystem
     assert PENDING in system.proxy_entries(), "READY before the first sync"
     main_pid = system.show("v6gen", "MainPID")["MainPID"]
 
-    start_container(system, "keeper", KEEPER, "--restart", "unless-stopped")
+    system.start_container("keeper", NETWORK, KEEPER, "--restart", "unless-stopped")
     assert poll(lambda: entry_is(system, KEEPER, True), EVENTUALLY), "a new container not proxied"
     assert system.lan_reachable(KEEPER, within=10) is not None
-    docker(system, "rm", "-f", "pending")
+    system.docker_cli("rm", "-f", "pending")
     assert poll(lambda: entry_is(system, PENDING, False), EVENTUALLY), "a removed one kept"
 
     # Reload: the entry someone deleted comes back from a resync of the same process.
@@ -329,6 +312,31 @@ def test_reboot_brings_entry_and_lan_back(booted: BootedSystem) -> None:
         shutdown_s=round(down, 2), reboot_boot_to_running_s=round(system.boot_seconds[-1], 2),
         reboot_entry_back_s=round(entry_back, 2), reboot_lan_reply_s=round(lan_back, 2),
     )  # fmt: skip
+
+
+def test_boot_without_carrier_then_uplink_comes_up(booted: BootedSystem) -> None:
+    """A boot whose uplink has no carrier: the boot completes, v6gen becomes ready and keeps what
+    it had, Docker runs the container before the uplink is routable; once the carrier comes,
+    the LAN reaches the container without any manual step."""
+    system = booted
+    dropin = system.path(DROPIN).read_text()
+    system.reboot(carrier=False)
+    assert system.wait_booted() == "running", f"failed units {system.failed_units()}"
+    assert system.is_active("v6gen") == "active", "not ready without the uplink"
+    assert system.is_active("docker") == "active"
+    state = system.run(["networkctl", "status", UPLINK.name], check=False).stdout
+    assert "routable" not in state, state
+    running = system.docker_cli("inspect", "-f", "{{.State.Running}}", "keeper")
+    assert running == "true", "the container is up before the uplink"
+    assert system.path(DROPIN).read_text() == dropin, "v6gen changed its drop-in without uplink"
+    assert not system.lan_ping(KEEPER)
+
+    system.set_carrier(True)
+    took = system.lan_reachable(KEEPER, within=int(EVENTUALLY))
+    assert took is not None, "the LAN does not reach the container once the uplink is up"
+    assert KEEPER in system.proxy_entries()
+    assert poll(lambda: system.run(["v6gen", "diff"], check=False).returncode == 0, EVENTUALLY)
+    MEASURED[system.suite]["carrier_to_lan_reply_s"] = round(took, 2)
 
 
 def test_purge_removes_everything_v6gen_made(booted: BootedSystem) -> None:
