@@ -4,8 +4,9 @@ trixie and sid.
 One boot per release; its tests run in this order and build on each other, as an administrator's
 session would: the boot itself, `apt-get install ./v6gen.deb` with a container already up, the
 service (and its sandbox and watchdog), a reboot, a reboot whose uplink has no carrier until the
-system is up (Docker before a routable uplink; v6gen ready without one), the purge. sid's Docker 28 drops what the LAN sends a container on a `nat`
-network, so its network is `routed`, as the README tells users.
+system is up (Docker before a routable uplink; v6gen ready without one), the purge. sid's
+Docker 28 drops what the LAN sends a container on a `nat` network, so its network is `routed`,
+as the README tells users.
 """
 
 from __future__ import annotations
