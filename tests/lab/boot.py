@@ -13,11 +13,12 @@ The machine runs no systemd, machined or udev, so (../../../shared/notes/lab-rec
 The cached root filesystem (rootfs.py) is only the lower layer of an overlay whose upper layer is
 this boot's own directory, so boots are independent and a reboot finds what the last boot wrote.
 Each launch runs in a private mount namespace (the overlay, a tmpfs over nspawn's propagation
-directory) and in cgroups of its own, since nspawn with --keep-unit puts its `payload` and
-`supervisor` cgroups beside itself. Every launch gets a fresh uplink namespace and veth, as a
-reboot gives fresh links; the LAN neighbour is another machine and stays. dockerd keeps its data
-in the overlay too (overlay2 cannot stack on it, so it falls back to vfs; the busybox image is
-2 MB), which is what lets containers survive a reboot.
+directory), in cgroups of its own, since nspawn with --keep-unit puts its `payload` and `supervisor`
+cgroups beside itself, and in a PID namespace whose init is nspawn: the booted system's PID 1
+outlives nspawn's death (verified), but not the end of that namespace. Every launch gets a fresh
+uplink namespace and veth, as a reboot gives fresh links; the LAN neighbour is another machine and
+stays. dockerd keeps its data in the overlay too (overlay2 cannot stack on it, so it falls back to
+vfs; the busybox image is 2 MB), which is what lets containers survive a reboot.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from . import rootfs
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
 from .labhost import BUSYBOX_PING, NEIGH_SOLICITS, poll
-from .nsproc import Command, LabError, Namespace, _die_with_parent, argv_of, kill_pid, ns_inode
+from .nsproc import Command, LabError, Namespace, _die_with_parent, argv_of, ns_inode
 from .packages import CACHE_DIR
 from .topology import UPLINKS, network_file
 
@@ -62,9 +63,14 @@ BOOT_TIMEOUT = 180.0
 
 
 def _launch_script(lower: Path, workdir: Path, cgroup: str, netns: Path, machine: str) -> str:
-    root, cg2 = workdir / "root", workdir / "cgroup2"
+    root, cg2, ns = workdir / "root", workdir / "cgroup2", workdir / "netns"
     lines = [
         "set -e",
+        # The uplink's namespace by a path that stays valid once /proc is this PID namespace's.
+        f"touch {ns}",
+        f"mount --bind {netns} {ns}",
+        # nspawn reads its child's /proc entries by the PIDs it sees, as PID 1 here.
+        "mount -t proc boot-proc /proc",
         # nspawn keeps per-machine state there; the tmpfs keeps it off the machine's /run.
         "mkdir -p /run/systemd/nspawn",
         "mount -t tmpfs -o mode=755 boot-nspawn /run/systemd/nspawn",
@@ -82,10 +88,17 @@ def _launch_script(lower: Path, workdir: Path, cgroup: str, netns: Path, machine
         "export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1",
         f"exec systemd-nspawn --boot -D {root} --machine={machine} --register=no --keep-unit"
         " --link-journal=no --resolv-conf=off --timezone=off --console=read-only"
-        f" --private-network --network-namespace-path={netns}"
+        f" --private-network --network-namespace-path={ns}"
         " --system-call-filter='add_key keyctl request_key bpf'",
     ]
     return "\n".join(lines)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _remove_cgroup_tree(top: Path) -> None:
@@ -174,9 +187,13 @@ class BootedSystem:
         )
         console = (self.logdir / f"console-boot{n}.log").open("ab")
         self._t_launch = time.monotonic()
-        # unshare without --fork execs the shell, which execs nspawn: the PID is nspawn's.
+        # nspawn runs as PID 1 of a PID namespace of its own, which unshare ends with SIGKILL
+        # when it dies (also when pytest is killed: _die_with_parent): that takes the booted
+        # system with it, whose PID 1 would outlive nspawn's own death. unshare exits with
+        # nspawn's status.
         self.nspawn = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+            ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+             "--kill-child", "--", "sh", "-c", script],
             preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL, stdout=console,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -185,18 +202,16 @@ class BootedSystem:
             raise LabError(f"{self.suite}: no container PID 1 after 30 s\n{self.console()}")
 
     def _find_pid1(self) -> bool:
+        """The booted system's PID 1: nspawn's child in a PID namespace other than nspawn's."""
         assert self.nspawn is not None
         if self.nspawn.poll() is not None:
             raise LabError(f"nspawn exited with {self.nspawn.returncode}\n{self.console()}")
-        try:
-            kids = Path(f"/proc/{self.nspawn.pid}/task/{self.nspawn.pid}/children").read_text()
-        except OSError:
-            return False
-        mine = ns_inode(os.getpid(), "pid")
-        for kid in kids.split():
-            if ns_inode(int(kid), "pid") not in (mine, None):
-                self.pid1 = int(kid)
-                return True
+        for nspawn in _children(self.nspawn.pid):
+            outer = ns_inode(nspawn, "pid")
+            for kid in _children(nspawn):
+                if ns_inode(kid, "pid") not in (outer, None):
+                    self.pid1 = kid
+                    return True
         return False
 
     def _add_uplink(self, ns: Namespace, carrier: bool) -> None:
@@ -281,12 +296,19 @@ class BootedSystem:
     def stop(self) -> None:
         if self.nspawn is not None and self.nspawn.poll() is None:
             # SIGKILL, not a shutdown: the overlay is thrown away, and a clean shutdown would
-            # wait for containers that ignore SIGTERM. nspawn's children die with it.
+            # wait for containers that ignore SIGTERM. unshare's death kills nspawn, the init of
+            # the PID namespace that holds the booted system's.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.nspawn.pid, signal.SIGKILL)
             self.nspawn.wait()
-        if self.pid1:
-            kill_pid(self.pid1, grace=0)  # already gone unless nspawn's death signal failed
+        # Still the booted system's init (a reused PID would be in our PID namespace): kill it.
+        if (
+            self.pid1
+            and not poll(lambda: ns_inode(self.pid1, "pid") is None, 10)
+            and ns_inode(self.pid1, "pid") not in (ns_inode(os.getpid(), "pid"), None)
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid1, signal.SIGKILL)
         self._drop_boot_quietly()
         self.lan.stop()
 
