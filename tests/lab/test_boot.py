@@ -11,6 +11,7 @@ as the README tells users.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import stat
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from . import packages
 from .boot import UPLINK, BootedSystem
 from .labhost import poll
+from .nsproc import LabError
 from .test_deb import HEADER, Deb, build_deb
 
 pytestmark = pytest.mark.lab
@@ -115,7 +117,8 @@ def booted(
     finally:
         # In the report's teardown section, where a failure needs it.
         print(f"{release}: measured {MEASURED.get(release)}\n{system.console()}")
-        print(system.run("journalctl --no-pager -b -n 80", check=False).stdout)
+        with contextlib.suppress(LabError):
+            print(system.run("journalctl --no-pager -b -n 80", check=False, timeout=30).stdout)
         system.stop()
 
 
