@@ -296,11 +296,17 @@ class BootedSystem:
     def stop(self) -> None:
         if self.nspawn is not None and self.nspawn.poll() is None:
             # SIGKILL, not a shutdown: the overlay is thrown away, and a clean shutdown would
-            # wait for containers that ignore SIGTERM. unshare's death kills nspawn, the init of
-            # the PID namespace that holds the booted system's.
-            with contextlib.suppress(ProcessLookupError):
+            # wait for containers that ignore SIGTERM. nspawn is the init of the PID namespace
+            # that holds the booted system's, so everything goes with it; unshare then reaps it
+            # and exits (killed itself only if it does not).
+            for nspawn in _children(self.nspawn.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(nspawn, signal.SIGKILL)
+            try:
+                self.nspawn.wait(10)
+            except subprocess.TimeoutExpired:
                 os.kill(self.nspawn.pid, signal.SIGKILL)
-            self.nspawn.wait()
+                self.nspawn.wait()
         # Still the booted system's init (a reused PID would be in our PID namespace): kill it.
         if (
             self.pid1
