@@ -20,7 +20,16 @@ from . import CACHE, RESULTS
 from .common import Section, log, machine
 
 # Order: the process-start measurement first, while nothing of ours is running.
-SECTIONS = ("startup", "hook_restore", "sync_scale", "first_contact", "flap", "watch", "instant")
+SECTIONS = (
+    "startup",
+    "hook_restore",
+    "sync_scale",
+    "first_contact",
+    "flap",
+    "watch",
+    "instant",
+    "boot",
+)
 SECTION_FILE = Path(__file__).resolve().parent / "README-section.md"
 
 
@@ -136,6 +145,12 @@ ROWS = (
     Row("watch_idle_cpu_ms_per_10s", "watch CPU time while idle, per 10 s", "ms", "0",
         lambda r: None if r.get("watch_idle_cpu_ms_per_10s") is None
         else r["watch_idle_cpu_ms_per_10s"] == 0),
+    *(row for rel, name in (("bookworm", "Debian 12"), ("trixie", "Debian 13"), ("sid", "sid"))
+      for row in (
+        Row(f"boot_{rel}_running_s", f"booted {name}: nspawn start -> `running`", "s"),
+        Row(f"reboot_{rel}_entry_s", "  `systemctl reboot` -> proxy entry back", "s"),
+        Row(f"reboot_{rel}_lan_reply_s", "  `systemctl reboot` -> first LAN reply", "s"),
+    )),
 )  # fmt: skip
 
 

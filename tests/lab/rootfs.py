@@ -27,7 +27,8 @@ ROOTFS_DIR = packages.CACHE_DIR / "rootfs"
 STAMP = "v6gen-lab-rootfs.stamp"
 # Bump when the build itself changes in a way the package list does not show.
 RECIPE = "1"
-SUITES = ("trixie", "sid")
+# bookworm: for the booted tier (boot.py); the chrooted lab runs bookworm on the machine itself.
+SUITES = ("bookworm", "trixie", "sid")
 
 # The host side of the lab: networkd (inside the systemd package on both), its dispatcher, the
 # D-Bus daemon, dockerd with its runtime and compose (v2, which reads the lab's compose files),
@@ -45,6 +46,8 @@ BASE_PACKAGES = (
 )  # fmt: skip
 # sid moved the static tini (what docker's --init binds into containers) to its own package.
 EXTRA_PACKAGES = {"sid": ("tini-static",)}
+# bookworm's docker.io (20.10) still carries the CLI itself.
+NOT_IN_SUITE = {"bookworm": ("docker-cli",)}
 
 # The mirror's Release files are past their Valid-Until on this machine's clock; its own apt
 # configuration says the same.
@@ -52,7 +55,8 @@ APT_OPTIONS = ('Acquire::Check-Valid-Until "false"', 'Acquire::Check-Date "false
 
 
 def package_list(suite: str) -> tuple[str, ...]:
-    return BASE_PACKAGES + EXTRA_PACKAGES.get(suite, ())
+    base = tuple(p for p in BASE_PACKAGES if p not in NOT_IN_SUITE.get(suite, ()))
+    return base + EXTRA_PACKAGES.get(suite, ())
 
 
 def _stamp_text(suite: str) -> str:
