@@ -30,8 +30,8 @@ from typing import Any
 
 from tests.lab import packages
 from tests.lab.boot import BootedSystem
+from tests.lab.debpkg import build_deb
 from tests.lab.lanping import Pinger
-from tests.lab.test_deb import build_deb
 
 from .common import ProxyTable, Section, log, rnd
 

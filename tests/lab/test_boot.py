@@ -21,9 +21,10 @@ import pytest
 
 from . import packages
 from .boot import UPLINK, BootedSystem
+from .debpkg import Deb, build_deb
 from .labhost import poll
 from .nsproc import LabError
-from .test_deb import HEADER, Deb, build_deb
+from .test_deb import HEADER
 
 pytestmark = pytest.mark.lab
 
@@ -99,7 +100,7 @@ MEASURED: dict[str, dict[str, float | str]] = {}
 
 @pytest.fixture(scope="module")
 def boot_deb(lab_prereqs: None) -> Deb:
-    """The .deb as `make deb` builds it (test_deb.py's build, cached by content)."""
+    """The .deb as `make deb` builds it (debpkg.build_deb, cached by content)."""
     return build_deb()
 
 
