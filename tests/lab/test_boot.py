@@ -21,7 +21,7 @@ import pytest
 
 from . import packages
 from .boot import UPLINK, BootedSystem
-from .debpkg import Deb, build_deb
+from .debpkg import Deb
 from .labhost import poll
 from .nsproc import LabError
 from .test_deb import HEADER
@@ -98,12 +98,6 @@ EVENTUALLY = 60.0
 MEASURED: dict[str, dict[str, float | str]] = {}
 
 
-@pytest.fixture(scope="module")
-def boot_deb(lab_prereqs: None) -> Deb:
-    """The .deb as `make deb` builds it (debpkg.build_deb, cached by content)."""
-    return build_deb()
-
-
 @pytest.fixture(scope="module", params=RELEASES)
 def booted(
     request: pytest.FixtureRequest, lab_prereqs: None, tmp_path_factory: pytest.TempPathFactory
@@ -175,12 +169,12 @@ def test_boot_reaches_running(booted: BootedSystem) -> None:
     assert not system.lan_ping(PROBE), "the LAN reaches the container before v6gen"
 
 
-def test_install_syncs_and_dispatcher_runs_hooks(booted: BootedSystem, boot_deb: Deb) -> None:
+def test_install_syncs_and_dispatcher_runs_hooks(booted: BootedSystem, v6gen_deb: Deb) -> None:
     """`apt-get install ./v6gen.deb` under systemd: the postinst syncs (the LAN reaches the
     container), the hooks are in place, the postinst starts the idle dispatcher, and after a
     flap the dispatcher runs them."""
     system = booted
-    out = system.install_deb(boot_deb.path)
+    out = system.install_deb(v6gen_deb.path)
     assert "proxying the running containers" in out, out
     assert "starting networkd-dispatcher" in out, out
     status = system.run(["dpkg-query", "-W", "-f=${db:Status-Status}", "v6gen"]).stdout
