@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from v6gen import discover, engine, firewall, state, trust
+from v6gen import detect, discover, engine, firewall, report, state, trust
 from v6gen.apply import (
     ALL_PROXY_NDP,
     FORWARDING,
@@ -47,10 +47,11 @@ def run(ctx: engine.Context) -> list[Check]:
         endpoints, docker, facts, warnings = engine.gather(ctx)
     except DockerError as exc:
         checks.append(Check("docker", Level.FAIL, exc.message, exc.hint))
-        return checks
+        return checks + _engine(ctx.adapters.docker.choice(), None)
+    checks += _engine(ctx.adapters.docker.choice(), docker)
     plan = make_plan(endpoints, ctx.config, facts, docker)
     networks = {n: net for n, net in docker.networks.items() if net.ipv6}
-    version = f" (Docker {docker.version})" if docker.version else ""
+    version = f" ({docker.engine} {docker.version})" if docker.version else ""
     if networks:
         listed = ", ".join(
             f"{n} ({', '.join(map(str, net.subnets)) or 'no subnet'})"
@@ -77,6 +78,45 @@ def run(ctx: engine.Context) -> list[Check]:
     checks.append(_dispatcher_running())
     checks += _addresses(plan, len(endpoints))
     return checks
+
+
+ROOTLESS_WHY = (
+    "rootless Podman's containers live in the user's own network namespace (slirp4netns or "
+    "pasta): there is no host-side address of theirs to proxy"
+)
+ROOTLESS_HINT = (
+    "run them with rootful Podman (`sudo podman ...`; its API: `systemctl enable --now "
+    "podman.socket`, /run/podman/podman.sock), or publish their ports on the host's address"
+)
+
+
+def _engine(choice: detect.EngineChoice, docker: DockerFacts | None) -> list[Check]:
+    """Which engine v6gen asks and why, and the engines it leaves alone (one at a time)."""
+    rootless = [str(p) for p in choice.rootless]
+    if choice.host is not None and detect.is_rootless(choice.host):
+        why = f"docker_host names rootless Podman ({choice.host}): {ROOTLESS_WHY}"
+        return [Check("engine", Level.FAIL, why, ROOTLESS_HINT)]
+    out = []
+    if docker is not None:
+        out.append(_ok("engine", report.engine_line(choice, docker)))
+    elif rootless and choice.why == detect.NOTHING_FOUND:
+        why = f"only rootless Podman runs here ({', '.join(rootless)}): {ROOTLESS_WHY}"
+        return [Check("engine", Level.FAIL, why, ROOTLESS_HINT)]
+    for other in choice.unfollowed:
+        out.append(
+            Check(
+                "engine",
+                Level.WARN,
+                f"{other} is not followed: v6gen follows one engine, {choice.engine} here, and "
+                "leaves the other's containers unproxied (and their entries alone unless v6gen "
+                "made them)",
+                f"to follow it instead: docker_host: {other.split(' at ', 1)[1]}",
+            )
+        )
+    if rootless:
+        why = f"rootless Podman at {', '.join(rootless)} is not followed: {ROOTLESS_WHY}"
+        out.append(Check("engine", Level.WARN, why, ROOTLESS_HINT))
+    return out
 
 
 def _docker_networks(
