@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv6Network
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from v6gen import doctor
 from v6gen.detect import PODMAN, EngineChoice
 from v6gen.doctor import Check, Level
 from v6gen.errors import DockerError
+from v6gen.model import DockerNetwork
 
 from fakes import ep
 from helpers import Host
@@ -75,3 +77,35 @@ def test_rootless_beside_a_rootful_engine_is_a_warning(host: Host) -> None:
     ok, note = engine_checks(host)
     assert ok.level is Level.OK and note.level is Level.WARN
     assert note.message.startswith(f"rootless Podman at {ROOTLESS} is not followed")
+
+
+def podman_host(host: Host, networks: dict[str, DockerNetwork]) -> Host:
+    host.docker.engine = EngineChoice(PODMAN_URL, PODMAN, "found its socket; no Docker here")
+    host.docker.version = "5.8.6"
+    host.docker.networks = networks
+    return host
+
+
+def test_podman_networks_are_named_as_podman_with_netavark_verdict(host: Host) -> None:
+    net = DockerNetwork("probe-network", subnets=(IPv6Network("2001:db8::a:71a0/125"),))
+    checks = {c.name: c for c in doctor.run(podman_host(host, {"probe-network": net}).ctx())}
+    assert checks["podman firewall"].level is Level.OK
+    assert "netavark accepts" in checks["podman firewall"].message
+    network = checks["podman network probe-network"]
+    assert (network.level, network.message) == (
+        Level.OK,
+        "the LAN reaches every port of its containers",
+    )
+    assert not [n for n in checks if n.startswith("docker ") and n != "docker"]
+
+
+def test_podman_without_an_ipv6_network_hints_at_netavarks_file(host: Host) -> None:
+    host.docker.items = []
+    checks = {
+        c.name: c
+        for c in doctor.run(
+            podman_host(host, {"bridge": DockerNetwork("bridge", ipv6=False)}).ctx()
+        )
+    }
+    docker = checks["docker"]
+    assert docker.level is Level.WARN and "/etc/containers/networks/NAME.json" in docker.hint

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from v6gen.adapters.docker import engine_name
+from v6gen.adapters.docker import engine_name, event_filters
 from v6gen.discover import endpoints_from_list, networks_from_list
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -22,7 +22,7 @@ def load(release: str, name: str) -> Any:
 
 
 def test_both_releases_are_captured() -> None:
-    assert [r.split("-")[0] for r in RELEASES] == ["sid", "trixie"]
+    assert [r.split("-")[0] for r in RELEASES] == ["bookworm", "sid", "trixie"]
 
 
 @pytest.mark.parametrize("release", RELEASES)
@@ -61,3 +61,9 @@ def test_events_differ_from_dockerd(release: str) -> None:
     container = [a for t, a in actions if t == "container"]
     assert container == ["create", "init", "start", "die", "remove"]
     assert not [a for t, a in actions if t == "network"]
+
+
+def test_podman_is_followed_by_event_type_only() -> None:
+    """The filter names no event: Podman's event filter misses `die` and `remove`."""
+    assert event_filters("Podman") == {"type": ["container", "network"]}
+    assert "die" in event_filters("Docker")["event"]
