@@ -22,8 +22,8 @@ from . import podman
 from .labhost import REPO, Lab, LabOptions
 
 NETWORK, SUBNET, ADDRESS = "probe-network", "2001:db8::a:71a0/125", "2001:db8::a:71a5"
-Suite = Literal["trixie", "sid"]
-SUITES: dict[str, Suite] = {"trixie": "trixie", "sid": "sid"}
+Suite = Literal["bookworm", "trixie", "sid"]
+SUITES: dict[str, Suite] = {"bookworm": "bookworm", "trixie": "trixie", "sid": "sid"}
 
 
 def capture(suite: Suite, out_root: Path) -> Path:
@@ -54,9 +54,11 @@ def capture(suite: Suite, out_root: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("suites", nargs="*", choices=list(SUITES), default=list(SUITES))
+    ap.add_argument("suites", nargs="*", default=list(SUITES), help=", ".join(SUITES))
     ap.add_argument("--out", type=Path, default=REPO / "tests/fixtures/podman")
     args = ap.parse_args()
+    if unknown := set(args.suites) - set(SUITES):
+        ap.error(f"unknown suites: {', '.join(sorted(unknown))}")
     for suite in args.suites:
         print(f"{suite}: captured into {capture(SUITES[suite], args.out)}")
 

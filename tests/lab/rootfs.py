@@ -51,12 +51,19 @@ EXTRA_PACKAGES = {"sid": ("tini-static",)}
 DOCKER_ONLY = ("docker.io", "docker-cli", "docker-compose", "containerd")
 PODMAN_PACKAGES = ("podman", "netavark", "aardvark-dns", "conmon", "catatonit")
 ENGINES = ("docker", "podman")
+# Podman 4.3 (bookworm) too: the machine is bookworm but has no Podman, and the Docker labs must
+# not meet one there; its tree is bookworm's own packages, as trixie's and sid's are.
+PODMAN_SUITES = ("bookworm", *SUITES)
 # crun (Podman's default runtime) fails to create containers on the machine's hybrid cgroup
 # layout (cgroup v1 controllers with a v2 tree at /sys/fs/cgroup/unified), which the chroot
 # sees bound in; runc, which dockerd uses on the same tree, copes with it. No systemd runs in
 # the lab: cgroups are made directly (cgroupfs) and events go to a file, not the journal.
+# netavark named: bookworm's 4.3 would otherwise weigh the CNI file its package ships.
 PODMAN_CONTAINERS_CONF = """[containers]
 log_driver = "k8s-file"
+
+[network]
+network_backend = "netavark"
 
 [engine]
 runtime = "runc"
@@ -117,8 +124,9 @@ def build(suite: str, engine: str = "docker") -> Path:
 
     A stale tree is replaced, not changed in place; a lab of another process still running on
     it (overlay lower layer) may then see its files vanish: rebuild when no lab runs."""
-    if suite not in SUITES:
-        raise LabError(f"unknown suite {suite!r} (known: {', '.join(SUITES)})")
+    known = PODMAN_SUITES if engine == "podman" else SUITES
+    if suite not in known:
+        raise LabError(f"unknown suite {suite!r} for {engine} (known: {', '.join(known)})")
     if engine not in ENGINES:
         raise LabError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
     if is_current(suite, engine):
