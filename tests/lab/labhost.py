@@ -233,7 +233,7 @@ class LabOptions:
     release: Literal["bookworm", "trixie", "sid"] = "bookworm"
     # More dockerd flags (the default: DOCKERD_LAB_ARGS; () runs dockerd as a user would).
     dockerd_args: tuple[str, ...] = DOCKERD_LAB_ARGS
-    # "podman" (trixie and sid): the release's tree without Docker, rootful Podman's API service
+    # "podman": the release's tree without Docker (bookworm's too), rootful Podman's API service
     # instead of dockerd (podman.py); docker= then means "the engine".
     engine: Literal["docker", "podman"] = "docker"
 
@@ -341,8 +341,6 @@ class Lab:
         opts = self.options
         if self.chrooted and opts.dpkg:
             raise LabError("dpkg mode runs on the machine's own release only")
-        if opts.engine == "podman" and not self.chrooted:
-            raise LabError("the Podman lab runs in a release's tree (trixie, sid) only")
         networkd_root = self._networkd_root()
         tarball = build_rootfs_tar(packages.CACHE_DIR / "busybox-rootfs.tar")
         self.host.start()
@@ -582,8 +580,9 @@ class Lab:
 
     @property
     def chrooted(self) -> bool:
-        """Whether the host side runs in a release's root filesystem (release.py)."""
-        return self.options.release != "bookworm"
+        """Whether the host side runs in a release's root filesystem (release.py): always for
+        Podman, whose bookworm too is a tree of its own (rootfs.PODMAN_SUITES)."""
+        return self.options.release != "bookworm" or self.options.engine == "podman"
 
     @property
     def python(self) -> str:
