@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from ipaddress import IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,13 +64,13 @@ def create_network(lab: Lab, name: str, subnet: str, bridge: str = "podman1") ->
     lab.write(f"{NETWORKS_DIR}/{name}.json", json.dumps(doc, indent=2) + "\n")
 
 
-def run_container(lab: Lab, name: str, network: str, address: str, *, detach: bool = True) -> str:
-    """A busybox container on `network` at `address`; returns its ID. Its cgroups go under the
-    lab's own parent, which lab.stop() sweeps."""
-    argv = ["podman", "run", "--name", name, "--network", network, "--ip6", address]
-    argv += ["--cgroup-parent", f"/{lab.cgroup_parent}"]
-    argv += ["-d"] if detach else []
-    argv += [IMAGE, "sleep", "infinity"]
+def run_container(
+    lab: Lab, name: str, network: str, address: str, command: Sequence[str] = ("sleep", "infinity")
+) -> str:
+    """A busybox container on `network` at `address`, detached; returns its ID. Its cgroups go
+    under the lab's own parent, which lab.stop() sweeps."""
+    argv = ["podman", "run", "-d", "--name", name, "--network", network, "--ip6", address]
+    argv += ["--cgroup-parent", f"/{lab.cgroup_parent}", IMAGE, *command]
     return lab.run(argv, timeout=120).stdout.strip()
 
 

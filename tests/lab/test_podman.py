@@ -1,5 +1,5 @@
-"""Issue 15: rootful Podman as the engine, on trixie (5.4) and sid (5.8), with no v6gen
-configuration at all: v6gen must find Podman's socket by itself (the trees have no Docker).
+"""Issue 15: rootful Podman as the engine, on bookworm (4.3), trixie (5.4) and sid (5.8), with no
+v6gen configuration at all: v6gen must find Podman's socket by itself (the trees have no Docker).
 
 The seed's network and address as Podman users write them (netavark's network file, see
 podman.py), then the scenarios of issue 3 that matter for an engine: reachable only after sync,
@@ -16,18 +16,19 @@ import pytest
 from . import podman
 from .conftest import MakeLab
 from .labhost import Lab, poll
+from .test_firewall import PORT, REPLY, lan_tcp
 from .watchproc import WatchProc
 
 pytestmark = pytest.mark.lab
 
 NETWORK, SUBNET, PROBE = "probe-network", "2001:db8::a:71a0/125", "2001:db8::a:71a5"
 FIRST = "2001:db8::a:71a6"
-RELEASES = ("trixie", "sid")
+RELEASES = ("bookworm", "trixie", "sid")
 
 
 @pytest.fixture(params=RELEASES)
 def lab(request: pytest.FixtureRequest, make_lab: MakeLab) -> Lab:
-    release: Literal["trixie", "sid"] = request.param
+    release: Literal["bookworm", "trixie", "sid"] = request.param
     lab = make_lab(release=release, engine="podman")
     podman.create_network(lab, NETWORK, SUBNET)
     return lab
@@ -93,3 +94,14 @@ def test_link_flap_is_healed_by_the_hooks(lab: Lab) -> None:
     assert poll(lambda: PROBE in lab.proxy_entries(), 10)
     assert lab.lan_reachable(PROBE, within=5) is not None, "LAN lost the container after a flap"
     assert poll(lambda: b"v6gen-hook: uplink0 " in log.read_bytes()[seen:], 10), "no hook ran"
+
+
+def test_lan_reaches_a_port_nothing_published_and_doctor_says_so(lab: Lab) -> None:
+    """netavark's firewall, per release: its rules accept what is forwarded to a container."""
+    server = ("nc", "-ll", "-p", str(PORT), "-e", "echo", REPLY)
+    podman.run_container(lab, "probe", NETWORK, PROBE, server)
+    sync(lab)
+    assert lab.lan_reachable(PROBE, within=5) is not None
+    assert poll(lambda: lan_tcp(lab, PROBE, PORT), 10), "LAN can't reach the unpublished port"
+    doctor = lab.v6gen("doctor").stdout
+    assert f"ok    podman network {NETWORK}: the LAN reaches every port" in doctor, doctor
