@@ -56,8 +56,9 @@ ENGINES = ("docker", "podman")
 PODMAN_SUITES = ("bookworm", *SUITES)
 # crun (Podman's default runtime) fails to create containers on the machine's hybrid cgroup
 # layout (cgroup v1 controllers with a v2 tree at /sys/fs/cgroup/unified), which the chroot
-# sees bound in; runc, which dockerd uses on the same tree, copes with it. No systemd runs in
-# the lab: cgroups are made directly (cgroupfs) and events go to a file, not the journal.
+# sees bound in: trixie's crun 1.21 says "cgroups in hybrid mode not supported, drop all
+# controllers from cgroupv2". runc, which dockerd uses on the same tree, copes with it. No
+# systemd runs in the lab: cgroups are made directly (cgroupfs), events go to a file.
 # netavark named: bookworm's 4.3 would otherwise weigh the CNI file its package ships.
 PODMAN_CONTAINERS_CONF = """[containers]
 log_driver = "k8s-file"
