@@ -4,8 +4,9 @@
 
 What v6gen reads through Podman's Docker-compatible API, stored exactly as Podman sent it:
 /version (whose Components say "Podman Engine"), /networks and /containers/json with the seed
-container running on an IPv6 network inside the uplink's prefix, and the /events a container's
-start and removal produce (unfiltered: which names and filters each release knows is the point).
+container running on an IPv6 network inside the uplink's prefix, the list entry of a container
+created and initialized but not started, and the /events a container's start and removal
+produce (unfiltered: which names and filters each release knows is the point).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 from . import podman
+from .image import IMAGE
 from .labhost import REPO, Lab, LabOptions
 
 NETWORK, SUBNET, ADDRESS = "probe-network", "2001:db8::a:71a0/125", "2001:db8::a:71a5"
+WAITING = "2001:db8::a:71a6"
 Suite = Literal["bookworm", "trixie", "sid"]
 SUITES: dict[str, Suite] = {"bookworm": "bookworm", "trixie": "trixie", "sid": "sid"}
 
@@ -36,14 +39,22 @@ def capture(suite: Suite, out_root: Path) -> Path:
         api = lab.docker
         files["version.json"] = api.get("/version")
         podman.create_network(lab, NETWORK, SUBNET)
+        # Created and initialized, not started: what watch's fast path asks after `init`.
+        argv = ["podman", "create", "--name", "waiting", "--network", NETWORK, "--ip6", WAITING]
+        argv += ["--cgroup-parent", f"/{lab.cgroup_parent}", IMAGE, "sleep", "infinity"]
+        cid = lab.run(argv).stdout.strip()
+        lab.run(["podman", "init", cid])
+        query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"id": [cid]})})
+        files["initialized.json"] = api.get(f"/containers/json?{query}")
+        podman.remove_container(lab, "waiting")
         since = str(int(time.time()) - 1)  # Podman reads whole seconds only
         podman.run_container(lab, "probe", NETWORK, ADDRESS)
         files["containers.json"] = api.get("/containers/json")
         files["networks.json"] = api.get("/networks")
         podman.remove_container(lab, "probe")
         until = str(int(time.time()) + 1)
-        query = urllib.parse.urlencode({"since": since, "until": until})
-        files["events.jsonl"] = api.get(f"/events?{query}")
+        events = urllib.parse.urlencode({"since": since, "until": until})
+        files["events.jsonl"] = api.get(f"/events?{events}")
     version = json.loads(files["version.json"])["Version"]
     out = out_root / f"{suite}-{version}"
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from v6gen.adapters.docker import engine_name, event_filters
-from v6gen.discover import endpoints_from_list, networks_from_list
+from v6gen.discover import endpoints_from_list, networks_from_list, starting_endpoints
+from v6gen.instant import steps
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 RELEASES = sorted(p.name for p in (FIXTURES / "podman").iterdir() if p.is_dir())
@@ -56,11 +57,39 @@ def test_the_probe_and_its_network_are_found(release: str) -> None:
 def test_events_differ_from_dockerd(release: str) -> None:
     """Why watch resyncs on start and die rather than following connect events: Podman sends
     none, and removal is `remove`, not `destroy`."""
+    by_name: dict[str, list[str]] = {}
+    for event in load_events(release):
+        if event["Type"] == "container":
+            by_name.setdefault(event["Actor"]["Attributes"]["name"], []).append(event["Action"])
+    assert by_name == {
+        "waiting": ["create", "init", "remove"],
+        "probe": ["create", "init", "start", "die", "remove"],
+    }
+    assert not [e for e in load_events(release) if e["Type"] == "network"]
+
+
+def load_events(release: str) -> list[dict[str, Any]]:
     text = (FIXTURES / "podman" / release / "events.jsonl").read_text()
-    actions = [(e["Type"], e["Action"]) for e in map(json.loads, text.splitlines())]
-    container = [a for t, a in actions if t == "container"]
-    assert container == ["create", "init", "start", "die", "remove"]
-    assert not [a for t, a in actions if t == "network"]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_init_is_when_the_fast_path_asks(release: str) -> None:
+    """Podman's `init` comes once the networks are set up: the container, created and not
+    started, is listed with its address already, so the fast path can proxy it before `start`."""
+    probe = [e for e in load_events(release) if e["Actor"]["Attributes"].get("name") == "probe"]
+    until_start = probe[: [e["Action"] for e in probe].index("start")]
+    (step,) = steps(until_start).values()
+    assert (step.look, step.gone, step.network) == (True, False, None)
+    assert next(iter(steps(probe).values())).gone
+    (waiting,) = load(release, "initialized.json")
+    assert waiting["State"] == "created"
+    (found,) = starting_endpoints(waiting)
+    assert (found.container, found.network, found.address) == (
+        "waiting",
+        "probe-network",
+        "2001:db8::a:71a6",
+    )
 
 
 def test_podman_is_followed_by_event_type_only() -> None:
