@@ -18,7 +18,6 @@ from v6gen.paths import Paths
 
 DOCKER = "Docker"
 PODMAN = "Podman"
-PODMAN_URL = "unix:///run/podman/podman.sock"
 # /var/run is a symlink to /run on Debian; both are looked at for hosts where it is not.
 DOCKER_SOCKETS = ("run/docker.sock", "var/run/docker.sock")
 # docker.io installs dockerd in /usr/sbin, docker-ce in /usr/bin.

@@ -98,8 +98,9 @@ ROOTLESS_HINT = (
 def _engine(choice: detect.EngineChoice, docker: DockerFacts | None) -> list[Check]:
     """Which engine v6gen asks and why, and the engines it leaves alone (one at a time)."""
     rootless = [str(p) for p in choice.rootless]
-    if choice.host is not None and detect.is_rootless(choice.host):
-        why = f"docker_host names rootless Podman ({choice.host}): {ROOTLESS_WHY}"
+    if detect.is_rootless(choice.where):
+        setting = "docker_host" if choice.host is not None else "DOCKER_HOST"
+        why = f"{setting} names rootless Podman ({choice.where}): {ROOTLESS_WHY}"
         return [Check("engine", Level.FAIL, why, ROOTLESS_HINT)]
     out = []
     if docker is not None:

@@ -336,14 +336,12 @@ def serve(
     source = config_path or paths.config
     current = config_mod.load(source, explicit=config_path is not None)
 
-    def follow() -> tuple[DockerAPI, tuple[detect.EngineChoice, float]]:
+    def follow() -> tuple[DockerAPI, tuple[str, float]]:
         # Chosen once, and again on SIGHUP only: a Docker socket that goes away while dockerd
         # restarts must not turn watch to Podman (detect.py).
         choice = detect.choose(current.docker_host, os.environ, paths)
-        return DockerAPI(choice.host, current.docker_timeout, choice), (
-            choice,
-            current.docker_timeout,
-        )
+        api = DockerAPI(choice.host, current.docker_timeout, choice)
+        return api, (choice.where, current.docker_timeout)
 
     docker, endpoint = follow()
     retired: list[DockerAPI] = []  # replaced clients, closed once their event stream is
@@ -354,13 +352,13 @@ def serve(
         log("SIGHUP: rereading the config")
         current = config_mod.load(source, explicit=config_path is not None)
         new, chosen = follow()
-        if (chosen[0].where, chosen[1]) == (endpoint[0].where, endpoint[1]):
+        if chosen == endpoint:
             new.close()
             return False
         endpoint = chosen
         retired.append(docker)
         docker = new
-        log(f"following {chosen[0].describe()} from now on")
+        log(f"following {docker.choice().describe()} from now on")
         return True
 
     def subscribe() -> EventStream:
@@ -426,6 +424,6 @@ def serve(
         subscribe, resync, log, Notifier(), timing, reload, reconfigure, react=instant.react
     )
     watcher.install_signal_handlers()
-    log(f"watching the events of {endpoint[0].describe()}")
+    log(f"watching the events of {docker.choice().describe()}")
     watcher.run()
     log("stopped")

@@ -72,6 +72,14 @@ def test_docker_host_naming_rootless_podman_fails(host: Host) -> None:
     )
 
 
+def test_docker_host_environment_naming_rootless_podman_fails(host: Host) -> None:
+    url = f"unix://{ROOTLESS}"
+    host.docker.engine = EngineChoice(None, PODMAN, "DOCKER_HOST", env=url)
+    (check,) = engine_checks(host)
+    assert check.level is Level.FAIL
+    assert check.message.startswith(f"DOCKER_HOST names rootless Podman ({url})")
+
+
 def test_rootless_beside_a_rootful_engine_is_a_warning(host: Host) -> None:
     host.docker.engine = EngineChoice(PODMAN_URL, PODMAN, "found", (), (ROOTLESS,))
     ok, note = engine_checks(host)
