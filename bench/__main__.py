@@ -21,15 +21,9 @@ from .common import Section, log, machine
 
 # Order: the process-start measurement first, while nothing of ours is running.
 SECTIONS = (
-    "startup",
-    "hook_restore",
-    "sync_scale",
-    "first_contact",
-    "flap",
-    "watch",
-    "instant",
-    "boot",
-)
+    "startup", "hook_restore", "sync_scale", "first_contact", "flap", "watch", "instant", "boot",
+    "podman",
+)  # fmt: skip
 SECTION_FILE = Path(__file__).resolve().parent / "README-section.md"
 
 
@@ -138,6 +132,11 @@ ROWS = (
     Row("instant_none_replied", "  same, no proxy: runs answered within 3 s", ""),
     Row("instant_watch_rm_to_gone_p50_ms", "`docker rm -f` -> entry gone, v6gen watch, p50", "ms"),
     Row("instant_watch_rm_to_gone_p95_ms", "  same, p95", "ms"),
+    Row("podman_bookworm_first_reply_p50_ms",
+        "`podman run -d` -> first LAN reply, watch, Podman 4.3.1 (bookworm), p50", "ms"),
+    Row("podman_trixie_first_reply_p50_ms", "  same, Podman 5.4.2 (trixie), p50", "ms"),
+    Row("podman_sid_first_reply_p50_ms", "  same, Podman 5.8.6 (sid), p50", "ms"),
+    Row("podman_sid_rm_to_gone_p50_ms", "`podman rm -f` -> entry gone, Podman 5.8.6, p50", "ms"),
     Row("watch_rss_start_mib", "watch resident memory, started", "MiB"),
     Row("watch_rss_after_1000_events_mib",
         "  after 1,000 `network connect`/`disconnect` calls (1,500 events)", "MiB"),

@@ -13,9 +13,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from v6gen.model import DockerFacts
+
+if TYPE_CHECKING:  # imported when called: older v6gen this baseline runs against lacks it
+    from v6gen.detect import EngineChoice
 
 
 class SdkDefaultDocker:
@@ -51,6 +54,11 @@ class SdkDefaultDocker:
     def facts(self) -> DockerFacts:
         # The baseline is about listing containers; networks cost v6gen one call either way.
         return DockerFacts()
+
+    def choice(self) -> EngineChoice:
+        from v6gen.detect import EngineChoice
+
+        return EngineChoice(self._host, "Docker", "the docker SDK's defaults")
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
 
+from v6gen.detect import EngineChoice
 from v6gen.errors import DockerError, NetworkdError
 from v6gen.model import DockerFacts, DockerNetwork, Endpoint, Ip6Filter, NetworkdLink
 from v6gen.ports import ProxyKey
@@ -26,14 +27,20 @@ class FakeDocker:
 
     networks: dict[str, DockerNetwork] | None = None  # None: a default bridge per network used
     version: str | None = "20.10.24"
+    engine: EngineChoice = field(
+        default_factory=lambda: EngineChoice("unix:///run/docker.sock", "Docker", "Docker's socket")
+    )
+
+    def choice(self) -> EngineChoice:
+        return self.engine
 
     def facts(self) -> DockerFacts:
         if self.error:
             raise self.error
         if self.networks is not None:
-            return DockerFacts(self.version, dict(self.networks))
+            return DockerFacts(self.version, dict(self.networks), self.engine.engine)
         names = sorted({e.network for e in self.items})
-        return DockerFacts(self.version, {n: DockerNetwork(n) for n in names})
+        return DockerFacts(self.version, {n: DockerNetwork(n) for n in names}, self.engine.engine)
 
 
 @dataclass

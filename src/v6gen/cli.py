@@ -55,12 +55,19 @@ def _fail(exc: BaseException) -> NoReturn:
 
 
 def _adapters(cfg: Config, paths: Paths) -> Adapters:
+    import os
+
+    from v6gen import detect
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
     from v6gen.engine import Adapters
+    from v6gen.paths import Paths
 
-    return Adapters(DockerAPI(cfg.docker_host, cfg.docker_timeout), DBusNetworkd(paths), IpKernel())
+    # The engine's sockets are the running host's, whatever --root renders into.
+    choice = detect.choose(cfg.docker_host, os.environ, Paths())
+    docker = DockerAPI(choice.host, cfg.docker_timeout, choice)
+    return Adapters(docker, DBusNetworkd(paths), IpKernel())
 
 
 def _context(config: Path | None, root: Path) -> Context:
@@ -76,11 +83,17 @@ def _context(config: Path | None, root: Path) -> Context:
 def _emit(outcome: Outcome, ctx: Context, as_json: bool) -> None:
     from v6gen import report
 
+    engine = ctx.adapters.docker.choice()
     if as_json:
-        typer.echo(json.dumps(report.to_json(outcome, ctx.paths), indent=2))
+        doc = report.to_json(outcome, ctx.paths)
+        if outcome.snapshot is not None:  # clean asks no engine
+            doc["engine"] = report.engine_json(engine, outcome.snapshot.docker)
+        typer.echo(json.dumps(doc, indent=2))
     else:
         for line in report.change_lines(outcome, ctx.paths):
             typer.echo(line, nl=not line.endswith("\n"))
+    if _State.verbose and outcome.snapshot is not None:
+        typer.echo(f"note: asked {report.engine_line(engine, outcome.snapshot.docker)}", err=True)
     for line in report.problem_lines(outcome, verbose=_State.verbose):
         typer.echo(line, err=True)
 
@@ -187,6 +200,10 @@ def status(
         rows, plan = engine.status(ctx)
     except Exception as exc:
         _fail(exc)
+    from v6gen.report import blocked_lines, engine_line
+
+    # stderr: stdout stays the table (or the JSON list) scripts read.
+    typer.echo(f"engine: {engine_line(ctx.adapters.docker.choice())}", err=True)
     if as_json:
         typer.echo(json.dumps([{**r.__dict__, "ok": r.ok} for r in rows], indent=2))
     else:
@@ -198,8 +215,6 @@ def status(
             typer.echo(f"{r.address:<28} {r.uplink:<10} {flags}  {who}")
         if not rows:
             typer.echo("no container addresses to proxy")
-    from v6gen.report import blocked_lines
-
     for line in blocked_lines(plan):
         typer.echo(line, err=True)
     raise typer.Exit(0 if all(r.ok for r in rows) and not plan.failed else 1)

@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from v6gen import discover, engine, firewall, state, trust
+from v6gen import detect, discover, engine, firewall, report, state, trust
 from v6gen.apply import (
     ALL_PROXY_NDP,
     FORWARDING,
@@ -47,10 +47,11 @@ def run(ctx: engine.Context) -> list[Check]:
         endpoints, docker, facts, warnings = engine.gather(ctx)
     except DockerError as exc:
         checks.append(Check("docker", Level.FAIL, exc.message, exc.hint))
-        return checks
+        return checks + _engine(ctx.adapters.docker.choice(), None)
+    checks += _engine(ctx.adapters.docker.choice(), docker)
     plan = make_plan(endpoints, ctx.config, facts, docker)
     networks = {n: net for n, net in docker.networks.items() if net.ipv6}
-    version = f" (Docker {docker.version})" if docker.version else ""
+    version = f" ({docker.engine} {docker.version})" if docker.version else ""
     if networks:
         listed = ", ".join(
             f"{n} ({', '.join(map(str, net.subnets)) or 'no subnet'})"
@@ -59,12 +60,12 @@ def run(ctx: engine.Context) -> list[Check]:
         checks.append(_ok("docker", f"reachable{version}; networks with IPv6: {listed}"))
         checks += _docker_networks(docker, networks, facts, plan)
     else:
+        hint = "create one with `enable_ipv6: true` and an IPv6 subnet"
+        if docker.engine == detect.PODMAN:
+            hint = PODMAN_NETWORK_HINT
         checks.append(
             Check(
-                "docker",
-                Level.WARN,
-                f"reachable, but no network has IPv6 enabled{version}",
-                "create one with `enable_ipv6: true` and an IPv6 subnet",
+                "docker", Level.WARN, f"reachable, but no network has IPv6 enabled{version}", hint
             )
         )
     checks += [Check("networkd", Level.WARN, w, "is systemd-networkd running?") for w in warnings]
@@ -79,11 +80,58 @@ def run(ctx: engine.Context) -> list[Check]:
     return checks
 
 
+PODMAN_NETWORK_HINT = (
+    "`podman network create --ipv6 --subnet` refuses a subnet inside the uplink's on-link prefix "
+    '("already used on the host"): write netavark\'s network file '
+    "/etc/containers/networks/NAME.json with it instead (README, section Podman)"
+)
+ROOTLESS_WHY = (
+    "rootless Podman's containers live in the user's own network namespace (slirp4netns or "
+    "pasta): there is no host-side address of theirs to proxy"
+)
+ROOTLESS_HINT = (
+    "run them with rootful Podman (`sudo podman ...`; its API: `systemctl enable --now "
+    "podman.socket`, /run/podman/podman.sock), or publish their ports on the host's address"
+)
+
+
+def _engine(choice: detect.EngineChoice, docker: DockerFacts | None) -> list[Check]:
+    """Which engine v6gen asks and why, and the engines it leaves alone (one at a time)."""
+    rootless = [str(p) for p in choice.rootless]
+    if detect.is_rootless(choice.where):
+        setting = "docker_host" if choice.host is not None else "DOCKER_HOST"
+        why = f"{setting} names rootless Podman ({choice.where}): {ROOTLESS_WHY}"
+        return [Check("engine", Level.FAIL, why, ROOTLESS_HINT)]
+    out = []
+    if docker is not None:
+        out.append(_ok("engine", report.engine_line(choice, docker)))
+    elif rootless and choice.why == detect.NOTHING_FOUND:
+        why = f"only rootless Podman runs here ({', '.join(rootless)}): {ROOTLESS_WHY}"
+        return [Check("engine", Level.FAIL, why, ROOTLESS_HINT)]
+    for other in choice.unfollowed:
+        out.append(
+            Check(
+                "engine",
+                Level.WARN,
+                f"{other} is not followed: v6gen follows one engine, {choice.engine} here, and "
+                "leaves the other's containers unproxied (and their entries alone unless v6gen "
+                "made them)",
+                f"to follow it instead: docker_host: {other.split(' at ', 1)[1]}",
+            )
+        )
+    if rootless:
+        why = f"rootless Podman at {', '.join(rootless)} is not followed: {ROOTLESS_WHY}"
+        out.append(Check("engine", Level.WARN, why, ROOTLESS_HINT))
+    return out
+
+
 def _docker_networks(
     docker: DockerFacts, networks: dict[str, DockerNetwork], facts: HostFacts, plan: Plan
 ) -> list[Check]:
     """One line per IPv6 network: what Docker's firewall lets the LAN reach of it."""
     rules = facts.ip6_filter
+    if docker.engine == detect.PODMAN and rules is not None and not rules.docker_chains:
+        return _podman_networks(networks)
     if rules is None:
         filtering = Check(
             "docker firewall",
@@ -125,6 +173,30 @@ def _docker_networks(
 
 
 _ORDER = (Reach.NONE, Reach.UNKNOWN, Reach.PUBLISHED, Reach.ALL)
+
+
+def _podman_networks(networks: dict[str, DockerNetwork]) -> list[Check]:
+    """netavark's rules, as measured in the lab with a LAN host's TCP connection to a port
+    nothing published (netavark 1.4's ip6tables chains on bookworm, 1.14's and 1.17's nftables
+    table on trixie and sid): they accept what is forwarded to a container and drop only invalid
+    packets, and never change the FORWARD policy, so only a firewall of the host's own decides.
+    Docker's chains beside them are judged as on a Docker host."""
+    out = [
+        _ok(
+            "podman firewall",
+            "netavark accepts traffic forwarded to Podman's containers (its rules drop only "
+            "invalid packets): the host's own firewall, if any, decides",
+        )
+    ]
+    for name, net in sorted(networks.items()):
+        if net.internal or net.driver not in ("bridge", ""):
+            kind = f"{net.driver} network{', internal' if net.internal else ''}"
+            out.append(_ok(f"podman network {name}", kind))
+        else:
+            out.append(
+                _ok(f"podman network {name}", "the LAN reaches every port of its containers")
+            )
+    return out
 
 
 def _reach_words(reach: Reach, net: DockerNetwork) -> str:

@@ -114,7 +114,7 @@ def predict(network: DockerNetwork, docker: DockerFacts, rules: Ip6Filter | None
     """What the LAN will reach on a network that has no proxied container yet: Docker 28 adds
     its raw drop only with the container, so here its version and the mode decide."""
     if rules is not None and rules.docker_chains and network.gateway_mode == "nat":
-        major = _major(docker.version)
+        major = _major(docker.docker_version)
         if major is not None and major >= 28:
             return Verdict(
                 Reach.NONE,

@@ -37,6 +37,10 @@ _CONNECT = ("network", "connect")
 _START = ("container", "start")
 _GONE = frozenset({("container", "die"), ("container", "destroy")})
 _LEAVE = ("network", "disconnect")
+# Podman sends no `connect` when it starts a container; its `init` comes once netavark has set
+# up the container's networks, with the addresses already listed, before `start` (measured on
+# 4.3, 5.4 and 5.8). Docker sends no `init`.
+_INIT = ("container", "init")
 
 
 @dataclass
@@ -67,7 +71,7 @@ def steps(events: Iterable[Mapping[str, Any]]) -> dict[str, Step]:
             cid, network = _str(attributes.get("container")), _str(attributes.get("name"))
         else:
             cid, network = _str(actor.get("ID")), ""
-        if not cid or kind not in (_CONNECT, _START, _LEAVE, *_GONE):
+        if not cid or kind not in (_CONNECT, _INIT, _START, _LEAVE, *_GONE):
             continue
         step = found.setdefault(cid, Step())
         if kind in _GONE:
@@ -78,6 +82,8 @@ def steps(events: Iterable[Mapping[str, Any]]) -> dict[str, Step]:
                 step.network = None
         elif kind == _START:
             step.gone = False
+        elif kind == _INIT:
+            step.gone, step.look = False, True
         else:
             step.gone, step.look = False, True
             step.left.discard(network)

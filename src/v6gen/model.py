@@ -130,6 +130,13 @@ class DockerFacts:
 
     version: str | None = None  # "28.5.2"
     networks: Mapping[str, DockerNetwork] = field(default_factory=dict)
+    engine: str = "Docker"  # "Podman" when /version names the Podman Engine (its compat API)
+
+    @property
+    def docker_version(self) -> str | None:
+        """The version as Docker's own releases number it: what its firewall does depends on
+        it. Podman's (5.4, ...) is another numbering and says nothing of Docker's firewall."""
+        return self.version if self.engine == "Docker" else None
 
 
 @dataclass(frozen=True)

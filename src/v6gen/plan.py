@@ -318,7 +318,7 @@ def make_plan(
             )
         )
     unknown = sum(1 for u in uplinks for e in u.entries if e.reach is Reach.UNKNOWN)
-    if unknown and firewall.filters_by_default(docker.version):
+    if unknown and firewall.filters_by_default(docker.docker_version):
         warnings.append(
             f"cannot read the host's ip6tables rules, so whether Docker {docker.version}'s "
             f"firewall lets the LAN reach {count(unknown, 'proxied address', 'proxied addresses')} "

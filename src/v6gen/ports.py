@@ -8,6 +8,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
 from typing import Protocol
 
+from v6gen.detect import EngineChoice
 from v6gen.model import DockerFacts, Endpoint, Ip6Filter, NetworkdLink
 
 ProxyKey = tuple[str, IPv6Address]  # (interface, address)
@@ -22,6 +23,11 @@ class DockerSource(Protocol):
     def facts(self) -> DockerFacts:
         """The daemon's version and every network (driver, options, internal): one GET
         /networks, whatever the number of containers. Raises DockerError like endpoints()."""
+        ...
+
+    def choice(self) -> EngineChoice:
+        """Which engine this source asks, where and why (v6gen.detect); its engine is the one
+        the daemon named itself once it answered. Never asks the daemon."""
         ...
 
 

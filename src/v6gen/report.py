@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from v6gen import firewall
+from v6gen.detect import EngineChoice
 from v6gen.engine import Outcome
-from v6gen.model import Plan
+from v6gen.model import DockerFacts, Plan
 from v6gen.paths import Paths
 from v6gen.wording import count
 
@@ -39,6 +40,24 @@ def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
     if outcome.dry_run and (diff := c.diff(paths)):
         lines.append(diff)
     return lines
+
+
+def engine_line(choice: EngineChoice, facts: DockerFacts | None = None) -> str:
+    """E.g. Podman 5.8.0 at unix:///run/podman/podman.sock (found its socket; no Docker here)."""
+    version = f" {facts.version}" if facts is not None and facts.version else ""
+    name = facts.engine if facts is not None else choice.engine
+    return f"{name}{version} at {choice.where} ({choice.why})"
+
+
+def engine_json(choice: EngineChoice, facts: DockerFacts) -> dict[str, Any]:
+    return {
+        "name": facts.engine,
+        "version": facts.version,
+        "url": choice.where,
+        "chosen_by": choice.why,
+        "not_followed": list(choice.unfollowed),
+        "rootless_podman": [str(p) for p in choice.rootless],
+    }
 
 
 def blocked_lines(plan: Plan) -> list[str]:

@@ -319,9 +319,10 @@ def serve(
     config_path: Any, timing: Timing, log: Callable[[str], None], report: Callable[[Any, Any], None]
 ) -> None:
     """Wire the real adapters to a Watcher and run it until SIGTERM/SIGINT."""
+    import os
     from pathlib import Path
 
-    from v6gen import apply, engine, lock
+    from v6gen import apply, detect, engine, lock
     from v6gen import config as config_mod
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.kernel import IpKernel
@@ -334,8 +335,15 @@ def serve(
     paths = Paths(Path("/"))
     source = config_path or paths.config
     current = config_mod.load(source, explicit=config_path is not None)
-    endpoint = (current.docker_host, current.docker_timeout)
-    docker = DockerAPI(*endpoint)
+
+    def follow() -> tuple[DockerAPI, tuple[str, float]]:
+        # Chosen once, and again on SIGHUP only: a Docker socket that goes away while dockerd
+        # restarts must not turn watch to Podman (detect.py).
+        choice = detect.choose(current.docker_host, os.environ, paths)
+        api = DockerAPI(choice.host, current.docker_timeout, choice)
+        return api, (choice.where, current.docker_timeout)
+
+    docker, endpoint = follow()
     retired: list[DockerAPI] = []  # replaced clients, closed once their event stream is
     kernel = IpKernel()
 
@@ -343,12 +351,14 @@ def serve(
         nonlocal current, docker, endpoint
         log("SIGHUP: rereading the config")
         current = config_mod.load(source, explicit=config_path is not None)
-        if (current.docker_host, current.docker_timeout) == endpoint:
+        new, chosen = follow()
+        if chosen == endpoint:
+            new.close()
             return False
-        endpoint = (current.docker_host, current.docker_timeout)
+        endpoint = chosen
         retired.append(docker)
-        docker = DockerAPI(*endpoint)
-        log(f"following Docker at {current.docker_host or 'its default socket'} from now on")
+        docker = new
+        log(f"following {docker.choice().describe()} from now on")
         return True
 
     def subscribe() -> EventStream:
@@ -414,6 +424,6 @@ def serve(
         subscribe, resync, log, Notifier(), timing, reload, reconfigure, react=instant.react
     )
     watcher.install_signal_handlers()
-    log("watching Docker events")
+    log(f"watching the events of {docker.choice().describe()}")
     watcher.run()
     log("stopped")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import networkd_bug, packages
+from . import networkd_bug, packages, podman
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
 from .nsproc import Command, LabError, Namespace, argv_of
@@ -233,6 +233,9 @@ class LabOptions:
     release: Literal["bookworm", "trixie", "sid"] = "bookworm"
     # More dockerd flags (the default: DOCKERD_LAB_ARGS; () runs dockerd as a user would).
     dockerd_args: tuple[str, ...] = DOCKERD_LAB_ARGS
+    # "podman": the release's tree without Docker (bookworm's too), rootful Podman's API service
+    # instead of dockerd (podman.py); docker= then means "the engine".
+    engine: Literal["docker", "podman"] = "docker"
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Callable[[], str]) -> None:
@@ -308,7 +311,9 @@ class Lab:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.host: Namespace = Namespace(self.logdir, "host")
         if self.chrooted:
-            self.host = ChrootNamespace(self.logdir, "host", self.options.release, workdir)
+            self.host = ChrootNamespace(
+                self.logdir, "host", self.options.release, workdir, self.options.engine
+            )
         self.lans: dict[str, Namespace] = {}
         self.uplinks: tuple[Uplink, ...] = UPLINKS[: self.options.uplinks]
         self.bringup_seconds = 0.0
@@ -339,7 +344,9 @@ class Lab:
         self.host.start()
         self.run(CHROOT_SCRIPT if self.chrooted else _mount_script(dpkg=opts.dpkg))
         self._mark("namespace")
-        if opts.docker:
+        if opts.docker and opts.engine == "podman":
+            podman.start_service(self)
+        elif opts.docker:
             # Started first: it is the slowest to become ready and needs nothing else. Its
             # firewall settings are dockerd's defaults, as users run it (docker-firewall.md).
             dockerd = self.host.spawn("dockerd", [
@@ -362,9 +369,12 @@ class Lab:
                 self.start_dispatcher()
                 self._mark("dispatcher")
         if opts.docker:
-            _wait("dockerd", self.docker.ping, 30, self.logs)
-            self._mark("dockerd")
-            self.docker.import_image(tarball, IMAGE)
+            _wait(opts.engine, self.docker.ping, 30, self.logs)
+            self._mark(opts.engine)
+            if opts.engine == "podman":
+                podman.import_image(self, tarball, IMAGE)
+            else:
+                self.docker.import_image(tarball, IMAGE)
             self._mark("image")
         if opts.dpkg:
             # After dockerd's start: on a cgroup v2 machine, dockerd that sees /run/systemd/system
@@ -561,12 +571,16 @@ class Lab:
 
     @property
     def docker(self) -> DockerAPI:
+        """The engine's API: dockerd's, or Podman's Docker-compatible one."""
+        if self.options.engine == "podman":
+            return DockerAPI(self.path(podman.SOCKET))
         return DockerAPI(self.path("/run/docker.sock"))
 
     @property
     def chrooted(self) -> bool:
-        """Whether the host side runs in a release's root filesystem (release.py)."""
-        return self.options.release != "bookworm"
+        """Whether the host side runs in a release's root filesystem (release.py): always for
+        Podman, whose bookworm too is a tree of its own (rootfs.py)."""
+        return self.options.release != "bookworm" or self.options.engine == "podman"
 
     @property
     def python(self) -> str:

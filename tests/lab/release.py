@@ -24,9 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 # Inside the chroot: fresh per lab, as a booted system has them (/var/lib/docker also because
 # overlay2, dockerd's storage driver, cannot stack on the overlay root).
 CHROOT_TMPFS = (("/run", "755"), ("/tmp", "1777"), ("/var/lib/docker", "755"))
+# Podman's storage, for the same reason (its overlay driver too); only its trees have the dir.
+PODMAN_TMPFS = (("/var/lib/containers", "755"),)
 
 
-def _setup_script(lower: Path, workdir: Path) -> str:
+def _setup_script(lower: Path, workdir: Path, more_tmpfs: tuple[tuple[str, str], ...] = ()) -> str:
     """Run by the new namespaces' first process, before it becomes the chroot's init."""
     rw, root = workdir / "rootfs-rw", workdir / "rootfs"
     lines = [
@@ -48,7 +50,7 @@ def _setup_script(lower: Path, workdir: Path) -> str:
         f"mount -t sysfs -o ro sysfs {root}/sys",
         f"mount --rbind /sys/fs/cgroup {root}/sys/fs/cgroup",
     ]
-    lines += [f"mount -t tmpfs -o mode={m} lab {root}{d}" for d, m in CHROOT_TMPFS]
+    lines += [f"mount -t tmpfs -o mode={m} lab {root}{d}" for d, m in (*CHROOT_TMPFS, *more_tmpfs)]
     lines += [f"mkdir -p {root}{REPO}", f"mount --bind -o ro {REPO} {root}{REPO}"]
     # At its own path too, so that what runs inside (the lab's systemctl stand-in, and the
     # dispatcher it starts) logs where the lab reads logs from.
@@ -66,10 +68,13 @@ class ChrootNamespace(Namespace):
     with `nsenter -n -m -p -r -w`, which also takes the target's root and working directory.
     """
 
-    def __init__(self, logdir: Path, name: str, suite: str, workdir: Path) -> None:
+    def __init__(
+        self, logdir: Path, name: str, suite: str, workdir: Path, engine: str = "docker"
+    ) -> None:
         super().__init__(logdir, name)
         self.suite = suite
         self.workdir = workdir
+        self.engine = engine  # rootfs.ENGINES: the tree with dockerd, or with Podman instead
         self.init_pid = 0
 
     @property
@@ -79,13 +84,14 @@ class ChrootNamespace(Namespace):
         return self.init_pid
 
     def start(self) -> None:
-        lower = rootfs.build(self.suite)
+        lower = rootfs.build(self.suite, self.engine)
+        script = _setup_script(lower, self.workdir, PODMAN_TMPFS if self.engine == "podman" else ())
         log = (self.logdir / f"{self.name}-init.log").open("ab")
         # --kill-child: when the holder dies, so does the init, and with it every process of the
         # PID namespace.
         self.holder = subprocess.Popen(
             ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child",
-             "--propagation", "private", "--", "sh", "-c", _setup_script(lower, self.workdir)],
+             "--propagation", "private", "--", "sh", "-c", script],
             preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
         log.close()

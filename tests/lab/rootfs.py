@@ -48,28 +48,63 @@ BASE_PACKAGES = (
 EXTRA_PACKAGES = {"sid": ("tini-static",)}
 # bookworm's docker.io (20.10) still carries the CLI itself.
 NOT_IN_SUITE = {"bookworm": ("docker-cli",)}
+# The Podman flavour (issue 15): the same host without Docker, so v6gen must find Podman's socket
+# on its own. netavark and aardvark-dns are Podman's network stack; runc because crun refuses
+# this machine's hybrid cgroup layout (see PODMAN_CONTAINERS_CONF).
+DOCKER_ONLY = ("docker.io", "docker-cli", "docker-compose", "containerd")
+PODMAN_PACKAGES = ("podman", "netavark", "aardvark-dns", "conmon", "catatonit")
+ENGINES = ("docker", "podman")
+# Podman 4.3 (bookworm) too: the machine is bookworm but has no Podman, and the Docker labs must
+# not meet one there; its tree is bookworm's own packages, as trixie's and sid's are.
+# crun (Podman's default runtime) fails to create containers on the machine's hybrid cgroup
+# layout (cgroup v1 controllers with a v2 tree at /sys/fs/cgroup/unified), which the chroot
+# sees bound in: trixie's crun 1.21 says "cgroups in hybrid mode not supported, drop all
+# controllers from cgroupv2". runc, which dockerd uses on the same tree, copes with it. No
+# systemd runs in the lab: cgroups are made directly (cgroupfs), events go to a file.
+# netavark named: bookworm's 4.3 would otherwise weigh the CNI file its package ships.
+PODMAN_CONTAINERS_CONF = """[containers]
+log_driver = "k8s-file"
+
+[network]
+network_backend = "netavark"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
 
 # The mirror's Release files are past their Valid-Until on this machine's clock; its own apt
 # configuration says the same.
 APT_OPTIONS = ('Acquire::Check-Valid-Until "false"', 'Acquire::Check-Date "false"')
 
 
-def package_list(suite: str) -> tuple[str, ...]:
-    base = tuple(p for p in BASE_PACKAGES if p not in NOT_IN_SUITE.get(suite, ()))
+def package_list(suite: str, engine: str = "docker") -> tuple[str, ...]:
+    if engine == "podman":
+        base = tuple(p for p in BASE_PACKAGES if p not in DOCKER_ONLY) + PODMAN_PACKAGES
+    else:
+        base = tuple(p for p in BASE_PACKAGES if p not in NOT_IN_SUITE.get(suite, ()))
     return base + EXTRA_PACKAGES.get(suite, ())
 
 
-def _stamp_text(suite: str) -> str:
-    return f"recipe {RECIPE}\nsuite {suite}\n" + "".join(f"{p}\n" for p in package_list(suite))
+def _stamp_text(suite: str, engine: str = "docker") -> str:
+    podman = f"engine podman\n{PODMAN_CONTAINERS_CONF}" if engine == "podman" else ""
+    head = f"recipe {RECIPE}\nsuite {suite}\n{podman}"
+    return head + "".join(f"{p}\n" for p in package_list(suite, engine))
 
 
-def path(suite: str) -> Path:
-    return ROOTFS_DIR / suite
+def _name(suite: str, engine: str) -> str:
+    """A tree of its own per engine: the Docker trees other labs run on are never rebuilt."""
+    return suite if engine == "docker" else f"{suite}-{engine}"
 
 
-def is_current(suite: str) -> bool:
-    stamp = path(suite) / STAMP
-    return stamp.is_file() and stamp.read_text() == _stamp_text(suite)
+def path(suite: str, engine: str = "docker") -> Path:
+    return ROOTFS_DIR / _name(suite, engine)
+
+
+def is_current(suite: str, engine: str = "docker") -> bool:
+    stamp = path(suite, engine) / STAMP
+    return stamp.is_file() and stamp.read_text() == _stamp_text(suite, engine)
 
 
 def _remove(tree: Path) -> None:
@@ -80,40 +115,42 @@ def _remove(tree: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(suite: str) -> Iterator[None]:
-    """One build of a suite at a time, across processes (two test runs side by side)."""
+def _locked(name: str) -> Iterator[None]:
+    """One build of a tree at a time, across processes (two test runs side by side)."""
     ROOTFS_DIR.mkdir(parents=True, exist_ok=True)
-    with (ROOTFS_DIR / f".{suite}.lock").open("w") as f:
+    with (ROOTFS_DIR / f".{name}.lock").open("w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 
-def build(suite: str) -> Path:
+def build(suite: str, engine: str = "docker") -> Path:
     """The cached root filesystem of `suite`, built first if missing or stale.
 
     A stale tree is replaced, not changed in place; a lab of another process still running on
     it (overlay lower layer) may then see its files vanish: rebuild when no lab runs."""
     if suite not in SUITES:
         raise LabError(f"unknown suite {suite!r} (known: {', '.join(SUITES)})")
-    if is_current(suite):
-        return path(suite)
-    with _locked(suite):
-        if not is_current(suite):  # another process may have built it meanwhile
-            _build(suite)
-    return path(suite)
+    if engine not in ENGINES:
+        raise LabError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    if is_current(suite, engine):
+        return path(suite, engine)
+    with _locked(_name(suite, engine)):
+        if not is_current(suite, engine):  # another process may have built it meanwhile
+            _build(suite, engine)
+    return path(suite, engine)
 
 
-def _build(suite: str) -> None:
-    dest = path(suite)
+def _build(suite: str, engine: str) -> None:
+    dest, name = path(suite, engine), _name(suite, engine)
     packages.ensure_packages(("mmdebstrap",))
-    for leftover in ROOTFS_DIR.glob(f".{suite}.[bo]*"):  # .building-*, .old-*: interrupted
+    for leftover in ROOTFS_DIR.glob(f".{name}.[bo]*"):  # .building-*, .old-*: interrupted
         _remove(leftover)
-    tmp = ROOTFS_DIR / f".{suite}.building-{os.getpid()}"
+    tmp = ROOTFS_DIR / f".{name}.building-{os.getpid()}"
     uri, signed_by = packages.debian_mirror()
     opt = f" [signed-by={signed_by}]" if signed_by else ""
     argv = ["mmdebstrap", "--variant=apt", "--mode=root", "--quiet"]
     argv += [f"--aptopt={o}" for o in APT_OPTIONS]
-    argv += [f"--include={','.join(package_list(suite))}"]
+    argv += [f"--include={','.join(package_list(suite, engine))}"]
     argv += [suite, str(tmp), f"deb{opt} {uri} {suite} main"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     res = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
@@ -121,15 +158,15 @@ def _build(suite: str) -> None:
         _remove(tmp)
         tail = "\n".join((res.stdout + res.stderr).splitlines()[-40:])
         raise LabError(f"mmdebstrap {suite} failed (exit {res.returncode}):\n{tail}")
-    _finish(tmp, suite)
-    old = ROOTFS_DIR / f".{suite}.old-{os.getpid()}"
+    _finish(tmp, suite, engine)
+    old = ROOTFS_DIR / f".{name}.old-{os.getpid()}"
     if dest.exists():
         dest.rename(old)
     tmp.rename(dest)
     _remove(old)
 
 
-def _finish(tree: Path, suite: str) -> None:
+def _finish(tree: Path, suite: str, engine: str) -> None:
     """What a booted system has and mmdebstrap leaves out."""
     # mmdebstrap leaves /etc/machine-id empty; networkd derives DUIDs and the bus its ID from it.
     (tree / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
@@ -137,21 +174,26 @@ def _finish(tree: Path, suite: str) -> None:
     conf = tree / "etc/apt/apt.conf.d/99v6gen-lab"
     conf.write_text("".join(f"{o};\n" for o in APT_OPTIONS))
     # Mount points the lab binds over; created now so the cached tree never changes later.
-    for d in ("run", "tmp", "var/lib/docker"):
+    for d in ("run", "tmp", "var/lib/docker", "var/lib/containers"):
         (tree / d).mkdir(parents=True, exist_ok=True)
-    (tree / STAMP).write_text(_stamp_text(suite))
+    if engine == "podman":
+        conf = tree / "etc/containers/containers.conf.d/50-v6gen-lab.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(PODMAN_CONTAINERS_CONF)
+    (tree / STAMP).write_text(_stamp_text(suite, engine))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("suites", nargs="*", default=list(SUITES))
     ap.add_argument("--rebuild", action="store_true", help="build even when cached")
+    ap.add_argument("--engine", choices=ENGINES, default="docker")
     args = ap.parse_args()
     for suite in args.suites:
-        if args.rebuild and path(suite).exists():
-            (path(suite) / STAMP).unlink(missing_ok=True)
+        if args.rebuild and path(suite, args.engine).exists():
+            (path(suite, args.engine) / STAMP).unlink(missing_ok=True)
         t0 = time.monotonic()
-        tree = build(suite)
+        tree = build(suite, args.engine)
         size = subprocess.run(["du", "-sh", str(tree)], capture_output=True, text=True).stdout
         print(f"{suite}: {tree} ready in {time.monotonic() - t0:.1f}s ({size.split()[0]})")
 

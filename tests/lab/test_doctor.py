@@ -49,6 +49,7 @@ networks:
 """
 HEALTHY = {
     "docker",
+    "engine",
     "docker firewall",
     "proxy_ndp all",
     "hook data",

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from v6gen import cli
+from v6gen.detect import EngineChoice
 from v6gen.engine import Adapters
 from v6gen.errors import DockerError
 
@@ -155,3 +156,27 @@ def test_help_and_version_import_no_heavy_modules() -> None:
         env=env,
     )
     assert version.stdout.startswith("v6gen ")
+
+
+def test_the_engine_asked_is_named_by_v_status_and_json(host: Host) -> None:
+    host.docker.items = [ep()]
+    host.docker.engine = EngineChoice(
+        "unix:///run/podman/podman.sock", "Podman", "found its socket; no Docker here"
+    )
+    host.docker.version = "5.8.0"
+    said = "Podman 5.8.0 at unix:///run/podman/podman.sock (found its socket; no Docker here)"
+    _, _, err = run(host, "sync", "-v")
+    assert f"note: asked {said}" in err.splitlines()
+    _, _, quiet = run(host, "sync")
+    assert "note: asked" not in quiet
+    _, out, _ = run(host, "sync", "--json")
+    assert json.loads(out)["engine"] == {
+        "name": "Podman",
+        "version": "5.8.0",
+        "url": "unix:///run/podman/podman.sock",
+        "chosen_by": "found its socket; no Docker here",
+        "not_followed": [],
+        "rootless_podman": [],
+    }
+    _, out, err = run(host, "status")
+    assert "engine: Podman at unix:///run/podman/podman.sock" in err and "engine" not in out
