@@ -202,12 +202,16 @@ def print_table(results: dict[str, Any]) -> None:
 def write_section(results: dict[str, Any], path: Path) -> None:
     """The README's Performance section, generated from results.json."""
     m = results.get("machine", {})
+    reruns = results.get("reruns", [])
+    when = f"all rows in one run on {m.get('date', '?')[:10]}"
+    if reruns:
+        again = "; ".join(f"{', '.join(r['sections'])} on {r['date'][:16]}" for r in reruns)
+        when = f"one run, with these sections measured again on their own: {again}"
     lines = [
         "## Performance",
         "",
-        "Measured by `make bench` (root; `python -m bench` with PYTHONPATH=src), all rows in one "
-        f"run on {m.get('date', '?')[:10]}; method in bench/README.md, every sample in "
-        "bench/results.json.",
+        f"Measured by `make bench` (root; `python -m bench` with PYTHONPATH=src), {when}; "
+        "method in bench/README.md, every sample in bench/results.json.",
         "",
         "| metric | value | target | |",
         "| --- | ---: | --- | --- |",
@@ -238,7 +242,7 @@ def write_section(results: dict[str, Any], path: Path) -> None:
             if m.get("git_uncommitted")
             else ""
         )
-        + f"; whole run {results.get('bench_seconds', 0):.0f} s"
+        + f"; sections {results.get('bench_seconds', 0):.0f} s in all"
         + (
             f", all CPUs {min(busy):.0%}-{max(busy):.0%} busy during the sections (other work "
             "included; see `load` in results.json)"
@@ -312,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.only and args.out.exists():
         results = json.loads(args.out.read_text())
     results["machine"] = machine()
+    # A full run replaces everything; a partial one says which rows it replaced, and when.
+    reruns: list[dict[str, Any]] = results.get("reruns", []) if args.only else []
+    if args.only:
+        reruns.append({"sections": list(names), "date": results["machine"].get("date", "?")})
+    results["reruns"] = reruns
     detail: dict[str, Any] = results.setdefault("detail", {})
     notes: dict[str, list[str]] = results.setdefault("section_notes", {})
     errors: dict[str, str] = {k: v for k, v in results.get("errors", {}).items()
@@ -337,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         results.update(sec.metrics)
         detail.update(sec.detail)
         notes[name] = sec.notes
-    results["bench_seconds"] = round(time.monotonic() - t_all, 1)
+    # A partial run adds its sections' time to the sections it kept.
+    took = time.monotonic() - t_all
+    if args.only:
+        took = sum(v.get("seconds", 0) for v in load.values())
+    results["bench_seconds"] = round(took, 1)
     results["errors"] = errors
     results["notes"] = [n for name in SECTIONS for n in notes.get(name, [])]
     results["targets"] = {
@@ -346,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         if row.target
     }
     # Flat metrics first, then the structured parts.
-    structured = ("targets", "notes", "section_notes", "errors", "load", "machine", "detail")
+    structured = (
+        "targets", "notes", "section_notes", "errors", "load", "reruns", "machine", "detail",
+    )  # fmt: skip
     ordered = {k: v for k, v in results.items() if k not in structured}
     ordered.update({k: results[k] for k in structured if k in results})
     args.out.write_text(json.dumps(ordered, indent=2) + "\n")

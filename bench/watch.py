@@ -121,7 +121,7 @@ def run(workdir: Path) -> Section:
             "-m", "v6gen", "watch",
         ])  # fmt: skip
         deadline = time.monotonic() + 20
-        while "watching Docker events" not in (
+        while "v6gen: watching the events of " not in (
             watch_log.read_text(errors="replace") if watch_log.exists() else ""
         ):
             if time.monotonic() > deadline:
