@@ -83,5 +83,9 @@ class DockerAPI:
             raise DockerAPIError(f"image import failed: {status} {out.decode(errors='replace')}")
 
     def remove_all_containers(self) -> None:
+        """SIGKILL first: Podman's force-remove (unlike dockerd's) stops a running container
+        with its 10 s stop timeout, which busybox `sleep` as PID 1 (it ignores SIGTERM) uses up."""
         for c in self.get_json("/containers/json?all=1"):
+            if c.get("State") == "running":
+                self.request("POST", f"/containers/{c['Id']}/kill", None)
             self.call("DELETE", f"/containers/{c['Id']}?force=1&v=1")
