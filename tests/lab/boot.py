@@ -35,7 +35,15 @@ from . import rootfs
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
 from .labhost import BUSYBOX_PING, NEIGH_SOLICITS, poll
-from .nsproc import Command, LabError, Namespace, _die_with_parent, argv_of, ns_inode
+from .nsproc import (
+    Command,
+    LabError,
+    Namespace,
+    _die_with_parent,
+    argv_of,
+    ns_inode,
+    run_checked,
+)
 from .packages import CACHE_DIR
 from .topology import UPLINKS, network_file
 
@@ -340,18 +348,7 @@ class BootedSystem:
     ) -> subprocess.CompletedProcess[str]:
         """`cmd` inside, in every namespace of the container's PID 1 (its root included)."""
         argv = ["nsenter", "-t", str(self.pid1), "-a", "--", *INSIDE_ENV, *argv_of(cmd)]
-        try:
-            res = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, input=input, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise LabError(f"[{self.suite}] timed out after {timeout}s: {cmd}") from exc
-        if check and res.returncode != 0:
-            raise LabError(
-                f"[{self.suite}] exit {res.returncode}: {cmd}\n"
-                f"stdout: {res.stdout.strip()}\nstderr: {res.stderr.strip()}"
-            )
-        return res
+        return run_checked(self.suite, argv, cmd, check=check, timeout=timeout, input=input)
 
     def seconds_since_launch(self) -> float:
         """Since nspawn was started for the current boot."""

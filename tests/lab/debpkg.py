@@ -20,6 +20,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,3 +241,15 @@ def assert_host_untouched(before: dict[str, object]) -> None:
     after = host_state()
     changed = {k: (v, after[k]) for k, v in before.items() if after[k] != v}
     assert not changed, f"dpkg mode leaked onto the machine: {changed}"
+
+
+def assert_packaged_hooks(path: Callable[[str], Path]) -> None:
+    """The package's six hooks in HOOK_BASE, as networkd-dispatcher runs them: it skips anything
+    (file or directory) that is not exactly 0755 root:root. `path` maps a path inside the
+    system under test to one this process can read."""
+    hooks = sorted(path(HOOK_BASE).glob("*.d/50-v6gen"))
+    assert len(hooks) == 6, hooks
+    for hook in hooks:
+        for p in (hook, hook.parent):
+            st = p.stat()
+            assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0), p

@@ -26,7 +26,7 @@ from typing import Literal
 from . import networkd_bug, packages, podman
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
-from .nsproc import Command, LabError, Namespace, argv_of
+from .nsproc import Command, LabError, Namespace, argv_of, run_checked
 from .release import ChrootNamespace
 from .topology import UPLINKS, Uplink, network_file, radvd_conf
 
@@ -624,16 +624,7 @@ class Lab:
         namespace: apt-get fetching from the machine's mirror into the lab. Nothing run this
         way may change network state, which would be the machine's."""
         argv = ["nsenter", "-t", str(self.host.pid), "-m", "--", *argv_of(cmd)]
-        try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise LabError(f"[machine net] timed out after {timeout}s: {cmd}") from exc
-        if check and res.returncode != 0:
-            raise LabError(
-                f"[machine net] exit {res.returncode}: {cmd}\n"
-                f"stdout: {res.stdout.strip()}\nstderr: {res.stderr.strip()}"
-            )
-        return res
+        return run_checked("machine net", argv, cmd, check=check, timeout=timeout)
 
     def overlay_changes(self) -> dict[str, str]:
         """What was written inside the overlays (not the tmpfs directories), as lab paths:

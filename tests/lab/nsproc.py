@@ -34,6 +34,33 @@ def argv_of(cmd: Command) -> list[str]:
     return ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
 
 
+def run_checked(
+    label: str,
+    argv: list[str],
+    cmd: Command,
+    *,
+    check: bool,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`argv` (which runs `cmd` somewhere), its output kept; a timeout, or a failure when
+    `check`, is a LabError that names `label` and shows both streams."""
+    try:
+        res = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=env, input=input,
+            check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"[{label}] timed out after {timeout}s: {cmd}") from exc
+    if check and res.returncode != 0:
+        raise LabError(
+            f"[{label}] exit {res.returncode}: {cmd}\n"
+            f"stdout: {res.stdout.strip()}\nstderr: {res.stderr.strip()}"
+        )
+    return res
+
+
 def ns_inode(pid: int, kind: str) -> str | None:
     try:
         return str(Path(f"/proc/{pid}/ns/{kind}").readlink())
@@ -122,24 +149,8 @@ class Namespace:
     ) -> subprocess.CompletedProcess[str]:
         argv = [*self.prefix(), *argv_of(cmd)]
         full_env = {**os.environ, **env} if env else None
-        try:
-            res = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=full_env,
-                input=input,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise LabError(f"[{self.name}] timed out after {timeout}s: {cmd}") from exc
-        if check and res.returncode != 0:
-            raise LabError(
-                f"[{self.name}] exit {res.returncode}: {cmd}\n"
-                f"stdout: {res.stdout.strip()}\nstderr: {res.stderr.strip()}"
-            )
-        return res
+        return run_checked(self.name, argv, cmd, check=check, timeout=timeout, env=full_env,
+                           input=input)  # fmt: skip
 
     def spawn(
         self, name: str, cmd: Command, env: Mapping[str, str] | None = None

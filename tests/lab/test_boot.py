@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import stat
 import subprocess
 from collections.abc import Iterator
 
@@ -21,7 +20,7 @@ import pytest
 
 from . import packages
 from .boot import UPLINK, BootedSystem
-from .debpkg import Deb
+from .debpkg import Deb, assert_packaged_hooks
 from .labhost import poll
 from .nsproc import LabError
 from .test_deb import HEADER
@@ -39,7 +38,6 @@ NETWORK, SUBNET = "probe-net", "2001:db8::a:71a0/125"
 PROBE = "2001:db8::a:71a5"  # up before v6gen is installed
 PENDING = "2001:db8::a:71a4"  # started while nothing syncs, before the service starts
 KEEPER = "2001:db8::a:71a3"  # --restart unless-stopped, started under the service
-HOOK_BASE = "/usr/lib/networkd-dispatcher"
 DROPIN = f"/etc/systemd/network/{UPLINK.network_file}.d/50-v6gen.conf"
 # Someone else's: a drop-in on the uplink with its own entry, a .network of another link, and a
 # kernel entry. The purge must leave all of them.
@@ -182,12 +180,7 @@ def test_install_syncs_and_dispatcher_runs_hooks(booted: BootedSystem, v6gen_deb
     assert PROBE in system.proxy_entries()
     took = system.lan_reachable(PROBE, within=10)
     assert took is not None, "the postinst's sync did not make the container reachable"
-    hooks = sorted(system.path(HOOK_BASE).glob("*.d/50-v6gen"))
-    assert len(hooks) == 6, hooks
-    for hook in hooks:
-        for p in (hook, hook.parent):
-            st = p.stat()
-            assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0), p
+    assert_packaged_hooks(system.path)
     assert system.is_active("networkd-dispatcher") == "active"
     assert system.is_active("v6gen") == "inactive", "the package must not start watch mode"
 

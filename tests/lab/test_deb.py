@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from .conftest import MakeLab
-from .debpkg import HOOK_BASE, Deb, assert_host_untouched
+from .debpkg import HOOK_BASE, Deb, assert_host_untouched, assert_packaged_hooks
 from .labhost import LAB_CACHE, Lab, poll
 
 pytestmark = pytest.mark.lab
@@ -172,13 +171,7 @@ def assert_installed_and_proxying(lab: Lab, out: str) -> None:
     assert proxied_in_dropin(lab) == {PROBE}
     assert PROBE in lab.proxy_entries()
     assert lab.lan_reachable(PROBE, within=3) is not None, "the postinst's sync did not proxy it"
-    hooks = sorted(lab.path(HOOK_BASE).glob("*.d/50-v6gen"))
-    assert len(hooks) == 6, hooks
-    for hook in hooks:
-        for p in (hook, hook.parent):
-            st = p.stat()
-            # networkd-dispatcher skips anything that is not exactly 0755 root:root.
-            assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0), p
+    assert_packaged_hooks(lab.path)
     # With the packaged hooks there, sync installs none of its own.
     assert not list(lab.path("/etc/networkd-dispatcher").glob("*.d/50-v6gen"))
     assert not [c for c in systemctl_calls(lab) if c.startswith("UNSUPPORTED")]

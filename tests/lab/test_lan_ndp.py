@@ -27,6 +27,7 @@ from .conftest import MakeLab
 from .image import IMAGE
 from .labhost import Lab, poll
 from .nsproc import Namespace
+from .test_scenarios import sync
 from .topology import Uplink
 
 pytestmark = pytest.mark.lab
@@ -128,12 +129,6 @@ def nud_ready(lab: Lab) -> NeighMonitor:
     lab.lan().run(f"sysctl -qw {keys}")
     assert lab.lan_reachable(PROBE, within=5) is not None, "LAN can't reach it after sync"
     return monitor
-
-
-def sync(lab: Lab, *args: str) -> str:
-    res = lab.v6gen("sync", *args)
-    assert res.returncode == 0, f"v6gen sync exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    return res.stdout + res.stderr
 
 
 def test_unicast_probes_are_answered_after_sync(lab: Lab) -> None:

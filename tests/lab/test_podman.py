@@ -17,6 +17,7 @@ from . import podman
 from .conftest import MakeLab
 from .labhost import Lab, poll
 from .test_firewall import PORT, REPLY, lan_tcp
+from .test_scenarios import sync
 from .watchproc import WatchProc
 
 pytestmark = pytest.mark.lab
@@ -32,12 +33,6 @@ def lab(request: pytest.FixtureRequest, make_lab: MakeLab) -> Lab:
     lab = make_lab(release=release, engine="podman")
     podman.create_network(lab, NETWORK, SUBNET)
     return lab
-
-
-def sync(lab: Lab, *args: str) -> str:
-    res = lab.v6gen("sync", *args)
-    assert res.returncode == 0, f"v6gen sync exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    return res.stdout + res.stderr
 
 
 def test_seed_reachable_only_after_sync_without_configuration(lab: Lab) -> None:

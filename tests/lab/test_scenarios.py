@@ -36,9 +36,10 @@ WRITTEN_DIRS = (
 
 
 def sync(lab: Lab, *args: str) -> str:
+    """`v6gen sync ARGS`, which must exit 0; its output, warnings and notes included."""
     res = lab.v6gen("sync", *args)
     assert res.returncode == 0, f"v6gen sync exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    return res.stdout
+    return res.stdout + res.stderr
 
 
 def proxied_in_dropin(lab: Lab, inside: str = DROPIN) -> set[str]:
