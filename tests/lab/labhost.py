@@ -707,10 +707,9 @@ class Lab:
         """Seconds until the neighbour first got a reply from `addr`, or None if not within
         `within` whole seconds. One ping per second of the window: its echo waits in the
         neighbour's queue while solicitations repeat every 100 ms, and goes out with the first
-        answer; a later one covers an echo whose reply was lost (right after a flap the host
-        may answer for the container before networkd has put the uplink's route back). Each
-        ping's own -W bounds its wait, so the verdict does not count the process starts around
-        it; `took` is only for reporting."""
+        answer; a later one covers an echo whose reply was lost. Each ping's own -W bounds its
+        wait, so the verdict does not count the process starts around it; `took` is only for
+        reporting. (After a flap, start the window once the carrier is back: flap() waits.)"""
         if within != int(within):
             raise ValueError(f"lan_reachable: within={within} is not a whole number of seconds")
         t0 = time.monotonic()
