@@ -28,8 +28,9 @@ Typical use: `docker compose up -d && sudo v6gen sync`.
 
 Exit codes: 0 ok; 1 changes pending (diff); 2 usage; 3 config; 4 Docker unreachable (nothing
 changed); 5 networkd reload pending (files and kernel done); 6 an uplink could not be managed;
-7 writing files or kernel entries failed; 8 locked by another v6gen; 9 done, but Docker's
-firewall keeps the LAN from some containers (the warning names the network and the fix);
+7 writing files or kernel entries failed; 8 locked by another v6gen; 9 done, but a firewall
+(Docker, ufw, firewalld, nftables) lets the LAN reach nothing but ICMPv6 of some containers
+(the warning names the gatekeeper, the network and the fix);
 70 internal error.
 """
 
@@ -59,6 +60,7 @@ def _adapters(cfg: Config, paths: Paths) -> Adapters:
 
     from v6gen import detect
     from v6gen.adapters.docker import DockerAPI
+    from v6gen.adapters.firewalls import HostFirewalls
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
     from v6gen.engine import Adapters
@@ -67,7 +69,8 @@ def _adapters(cfg: Config, paths: Paths) -> Adapters:
     # The engine's sockets are the running host's, whatever --root renders into.
     choice = detect.choose(cfg.docker_host, os.environ, Paths())
     docker = DockerAPI(choice.host, cfg.docker_timeout, choice)
-    return Adapters(docker, DBusNetworkd(paths), IpKernel())
+    firewalls = HostFirewalls(paths.state_dir / "firewall-replay.json")
+    return Adapters(docker, DBusNetworkd(paths), IpKernel(), firewalls)
 
 
 def _context(config: Path | None, root: Path) -> Context:
@@ -188,9 +191,10 @@ def status(
 ) -> None:
     """Per address: uplink, drop-in, kernel, what the LAN reaches, container.
 
-    LAN is what Docker's firewall lets a LAN host reach once the address is proxied: all ports,
-    published (published ports, and ICMPv6 in gateway mode routed), none (not proxied: see
-    `v6gen sync`'s warning), or unknown. Exit 1 when anything is out of step or unreachable.
+    LAN is what the firewalls on the forward path (Docker, ufw, firewalld, nftables) let a LAN
+    host reach once the address is proxied: all ports, published (published ports, and ICMPv6
+    in gateway mode routed), ports:80,443 (those published ports only), icmp (ICMPv6 echo only),
+    none, or unknown. Exit 1 when anything is out of step or reaches nothing but ICMPv6.
     """
     _common(False, debug)
     from v6gen import engine
@@ -200,7 +204,7 @@ def status(
         rows, plan = engine.status(ctx)
     except Exception as exc:
         _fail(exc)
-    from v6gen.report import blocked_lines, engine_line
+    from v6gen.report import blocked_lines, engine_line, gated_lines
 
     # stderr: stdout stays the table (or the JSON list) scripts read.
     typer.echo(f"engine: {engine_line(ctx.adapters.docker.choice())}", err=True)
@@ -215,7 +219,7 @@ def status(
             typer.echo(f"{r.address:<28} {r.uplink:<10} {flags}  {who}")
         if not rows:
             typer.echo("no container addresses to proxy")
-    for line in blocked_lines(plan):
+    for line in blocked_lines(plan) + gated_lines(plan):
         typer.echo(line, err=True)
     raise typer.Exit(0 if all(r.ok for r in rows) and not plan.failed else 1)
 

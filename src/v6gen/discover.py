@@ -69,9 +69,22 @@ def _endpoints(
                 service=_str_or_none(labels.get(SERVICE_LABEL)),
                 enable_label=_str_or_none(labels.get(ENABLE_LABEL)),
                 uplink_label=_str_or_none(labels.get(UPLINK_LABEL)),
+                published=_published(c.get("Ports")),
             )
         )
     return found
+
+
+def _published(ports: Any) -> tuple[int, ...]:
+    """The container's side of its published TCP ports (GET /containers/json's Ports: exposed
+    ports carry no PublicPort): what a LAN host connects to at the container's own address."""
+    found: set[int] = set()
+    for p in ports if isinstance(ports, list) else []:
+        if isinstance(p, dict) and p.get("Type") == "tcp" and p.get("PublicPort"):
+            private = p.get("PrivatePort")
+            if isinstance(private, int) and 0 < private < 65536:
+                found.add(private)
+    return tuple(sorted(found))
 
 
 def endpoints_from_list(containers: Iterable[Mapping[str, Any]]) -> list[Endpoint]:

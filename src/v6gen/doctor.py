@@ -16,7 +16,7 @@ from v6gen.apply import (
     proxy_ndp_key,
 )
 from v6gen.errors import DockerError
-from v6gen.model import DockerFacts, DockerNetwork, HostFacts, Plan, Reach
+from v6gen.model import REACH_ORDER, DockerFacts, DockerNetwork, Gated, HostFacts, Plan, Reach
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
 from v6gen.plan import make_plan
 from v6gen.wording import count
@@ -59,6 +59,7 @@ def run(ctx: engine.Context) -> list[Check]:
         )
         checks.append(_ok("docker", f"reachable{version}; networks with IPv6: {listed}"))
         checks += _docker_networks(docker, networks, facts, plan)
+        checks += _gatekeepers(facts, plan)
     else:
         hint = "create one with `enable_ipv6: true` and an IPv6 subnet"
         if docker.engine == detect.PODMAN:
@@ -150,8 +151,14 @@ def _docker_networks(
         for entry in uplink.entries:
             for owner in entry.owners:
                 reach.setdefault(owner.network, set()).add(entry.reach)
+    gated = {g.network: g for g in plan.gated}
     for name, net in sorted(networks.items()):
         check = f"docker network {name}"
+        if name in gated and name not in blocked:
+            g = gated[name]
+            why = f"the LAN reaches {g.lan} of its containers: {g.blocker.gatekeeper} blocks it"
+            out.append(Check(check, Level.WARN, why, g.blocker.fix))
+            continue
         if name in blocked:
             b = blocked[name]
             who = ", ".join(f"{a.address} ({a.container})" for a in b.addresses)
@@ -172,7 +179,44 @@ def _docker_networks(
     return out
 
 
-_ORDER = (Reach.NONE, Reach.UNKNOWN, Reach.PUBLISHED, Reach.ALL)
+_ORDER = REACH_ORDER
+
+
+def _gatekeepers(facts: HostFacts, plan: Plan) -> list[Check]:
+    """One line per gatekeeper on the forward path (the replay of the host's rules): warn
+    where it keeps the LAN from a proxied address, with its fix."""
+    if facts.path_verdicts is None:
+        if not facts.path_note:
+            return []
+        return [
+            Check(
+                "firewalls",
+                Level.WARN,
+                f"the host's firewalls were not judged ({facts.path_note}): only Docker's own "
+                "ip6tables rules were read",
+                "run v6gen as root with ip6tables and nft installed",
+            )
+        ]
+    out = []
+    if facts.path_note:
+        out.append(Check("firewalls", Level.WARN, facts.path_note, "run v6gen as root"))
+    unknown = {v.why for v in facts.path_verdicts.values() if v.reach is Reach.UNKNOWN}
+    out += [Check("firewalls", Level.WARN, why, "") for why in sorted(unknown)]
+    by_keeper: dict[str, list[Gated]] = {}
+    for g in plan.gated:
+        by_keeper.setdefault(g.blocker.gatekeeper, []).append(g)
+    for name in facts.path_gatekeepers:
+        if name not in by_keeper:
+            out.append(_ok(f"gatekeeper {name}", "lets the LAN reach every proxied address"))
+    for name, found in sorted(by_keeper.items()):
+        for g in found:
+            n = len(g.addresses)
+            what = f"{n} address{'es' if n != 1 else ''} of docker network {g.network}"
+            why = f"keeps the LAN from {what}: it reaches {g.lan}"
+            out.append(Check(f"gatekeeper {name}", Level.WARN, why, g.blocker.fix))
+    if not facts.path_gatekeepers:
+        out.append(_ok("firewalls", "no IPv6 firewall rules on the forward path"))
+    return out
 
 
 def _podman_networks(networks: dict[str, DockerNetwork]) -> list[Check]:
@@ -206,6 +250,10 @@ def _reach_words(reach: Reach, net: DockerNetwork) -> str:
     if reach is Reach.PUBLISHED:
         icmp = "ICMPv6 and " if net.gateway_mode == "routed" else ""
         return f"{icmp}published ports of its containers only ({mode})"
+    if reach is Reach.PORTS:
+        return f"some published ports of its containers only ({mode})"
+    if reach is Reach.ICMP:
+        return f"ICMPv6 echo of its containers only ({mode})"
     return f"an unknown part of its containers ({mode}; Docker's rules unread)"
 
 

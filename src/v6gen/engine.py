@@ -8,13 +8,13 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
 from pathlib import Path
 
-from v6gen import apply, discover, fsutil, hooks, render, state, validate
+from v6gen import apply, discover, fsutil, hooks, pathjudge, render, state, validate
 from v6gen.config import Config
 from v6gen.errors import ExitCode
 from v6gen.model import DockerFacts, Endpoint, HostFacts, Plan, Reach
 from v6gen.paths import Paths
 from v6gen.plan import make_plan
-from v6gen.ports import DockerSource, Kernel, Networkd
+from v6gen.ports import DockerSource, Firewalls, Kernel, Networkd
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Adapters:
     docker: DockerSource
     networkd: Networkd
     kernel: Kernel
+    # None: only Docker's own ip6tables rules are judged (tests, and where no replay can run).
+    firewalls: Firewalls | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class Outcome:
             return ExitCode.UPLINK
         if self.result is not None and self.result.reload_error:
             return ExitCode.RELOAD_PENDING
-        if self.plan.blocked:
+        if self.plan.blocked or any(g.nothing for g in self.plan.gated):
             return ExitCode.FIREWALL
         return ExitCode.OK
 
@@ -123,6 +125,8 @@ def gather(ctx: Context) -> tuple[list[Endpoint], DockerFacts, HostFacts, list[s
     endpoints = ctx.adapters.docker.endpoints()
     docker = ctx.adapters.docker.facts()
     facts, warnings = _facts(ctx)
+    if ctx.live and ctx.adapters.firewalls is not None:
+        facts = pathjudge.judge(ctx.adapters.firewalls, endpoints, docker, facts)
     return endpoints, docker, facts, warnings
 
 
@@ -232,12 +236,14 @@ class StatusRow:
     in_dropin: bool
     in_kernel: bool
     wanted: bool
-    lan_reach: str = Reach.UNKNOWN.value  # what the LAN reaches once proxied (model.Reach)
+    lan_reach: str = Reach.UNKNOWN.value  # what the LAN reaches once proxied (short_name)
+    # Who blocks the rest, and the fix: [{"gatekeeper": ..., "fix": ...}].
+    gatekeepers: tuple[dict[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
         in_step = self.wanted == self.in_dropin == self.in_kernel
-        return in_step and self.lan_reach != Reach.NONE.value
+        return in_step and self.lan_reach not in (Reach.NONE.value, Reach.ICMP.value)
 
 
 def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
@@ -259,6 +265,12 @@ def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
             who, nets = blocked.setdefault((a.uplink, a.address), ([], []))
             who.append(a.container)
             nets.append(b.network)
+    keepers: dict[tuple[str, IPv6Address], list[dict[str, str]]] = {}
+    for g in plan.gated:
+        for a in g.addresses:
+            keepers.setdefault((a.uplink, a.address), []).append(
+                {"gatekeeper": g.blocker.gatekeeper, "fix": g.blocker.fix}
+            )
     owned = state.owned(ctx.paths)
     keys = set(entries) | set(blocked) | in_files | (owned & kernel)
     rows = []
@@ -268,12 +280,12 @@ def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
             who, nets, reach = (
                 [o.container for o in e.owners],
                 [o.network for o in e.owners],
-                e.reach,
+                e.lan,
             )
         elif (uplink, addr) in blocked:
-            (who, nets), reach = blocked[(uplink, addr)], Reach.NONE
+            (who, nets), reach = blocked[(uplink, addr)], Reach.NONE.value
         else:
-            who, nets, reach = [], [], Reach.UNKNOWN
+            who, nets, reach = [], [], Reach.UNKNOWN.value
         rows.append(
             StatusRow(
                 str(addr),
@@ -283,7 +295,8 @@ def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
                 (uplink, addr) in in_files,
                 (uplink, addr) in kernel,
                 e is not None,
-                reach.value,
+                reach,
+                tuple(keepers.get((uplink, addr), ())),
             )
         )
     return rows, plan

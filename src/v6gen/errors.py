@@ -17,7 +17,7 @@ class ExitCode(enum.IntEnum):
     UPLINK = 6  # an uplink could not be managed (missing, not managed by networkd)
     APPLY = 7  # writing files or kernel entries failed
     LOCKED = 8  # another v6gen holds the lock for too long
-    FIREWALL = 9  # done, but Docker's firewall keeps the LAN from some container addresses
+    FIREWALL = 9  # done, but a firewall lets the LAN reach nothing but ICMPv6 of some addresses
     INTERNAL = 70  # a bug: rerun with --debug and report it
 
 

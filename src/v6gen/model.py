@@ -25,6 +25,7 @@ class Endpoint:
     service: str | None = None
     enable_label: str | None = None
     uplink_label: str | None = None
+    published: tuple[int, ...] = ()  # TCP ports published, the container's side of each
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ class HostFacts:
     # Docker's IPv6 firewall rules; None when they could not be read.
     ip6_filter: Ip6Filter | None = None
     systemd_version_source: str = ""  # whose version systemd_version is
+    # What the replay of the host's whole ruleset says of each address (v6gen.reach); None
+    # when it was not asked (path_note says why), so Docker's rules alone decide.
+    path_verdicts: Mapping[IPv6Address, Verdict] | None = None
+    path_note: str = ""
+    path_gatekeepers: tuple[str, ...] = ()  # every gatekeeper the replay found in the rules
 
 
 GATEWAY_MODE_V6 = "com.docker.network.bridge.gateway_mode_ipv6"
@@ -176,14 +182,43 @@ class Reach(enum.Enum):
 
     ALL = "all"  # every port
     PUBLISHED = "published"  # published ports (and ICMPv6 in gateway mode routed) only
-    NONE = "none"  # Docker drops every packet from outside the container's bridge
-    UNKNOWN = "unknown"  # the host's ip6tables rules could not be read
+    PORTS = "ports"  # some published ports only, named ("ports:80,443")
+    ICMP = "icmp"  # ICMPv6 echo and no port
+    NONE = "none"  # nothing at all
+    UNKNOWN = "unknown"  # the host's rules could not be read or replayed (the why says which)
+
+
+# Worst first: what doctor and the warnings report for a network with several addresses.
+REACH_ORDER = (Reach.NONE, Reach.ICMP, Reach.UNKNOWN, Reach.PORTS, Reach.PUBLISHED, Reach.ALL)
+
+
+def short_name(reach: Reach, ports: tuple[int, ...] = ()) -> str:
+    """The name `status` and `--json` show: all, published, ports:80,443, icmp, none, unknown."""
+    if reach is Reach.PORTS:
+        return "ports:" + ",".join(str(p) for p in ports)
+    return str(reach.value)
+
+
+@dataclass(frozen=True)
+class GateFix:
+    """A gatekeeper on the forward path that blocks (some of) what the LAN sends a container,
+    and the exact change that lets it through."""
+
+    gatekeeper: str  # "ufw", "firewalld", "nft table inet filter, chain forward", "Docker", ...
+    kind: str  # gatekeepers.UFW, FIREWALLD, NFT, DOCKER, PODMAN, IP6TABLES
+    fix: str
 
 
 @dataclass(frozen=True)
 class Verdict:
     reach: Reach
     why: str
+    ports: tuple[int, ...] = ()  # the reachable ports, for Reach.PORTS
+    blockers: tuple[GateFix, ...] = ()
+
+    @property
+    def short(self) -> str:
+        return short_name(self.reach, self.ports)
 
 
 @dataclass(frozen=True, order=True)
@@ -203,10 +238,26 @@ class Blocked:
 
 
 @dataclass(frozen=True)
+class Gated:
+    """A gatekeeper that keeps the LAN from (part of) a network's proxied containers."""
+
+    network: str
+    blocker: GateFix
+    lan: str  # the worst short name among its addresses
+    addresses: tuple[BlockedAddress, ...]
+    nothing: bool  # some address gets nothing but ICMPv6 through (exit code 9)
+
+
+@dataclass(frozen=True)
 class ProxyEntry:
     address: IPv6Address
     owners: tuple[Owner, ...]
     reach: Reach = Reach.ALL
+    ports: tuple[int, ...] = ()  # the reachable ports, for Reach.PORTS
+
+    @property
+    def lan(self) -> str:
+        return short_name(self.reach, self.ports)
 
     def describe_owners(self) -> str:
         return ", ".join(o.describe() for o in self.owners)
@@ -250,6 +301,8 @@ class Plan:
     warnings: tuple[str, ...] = field(default=())
     # Addresses left unproxied because Docker's firewall drops the LAN's packets to them.
     blocked: tuple[Blocked, ...] = ()
+    # Proxied addresses a firewall keeps the LAN from (all or some ports), per gatekeeper.
+    gated: tuple[Gated, ...] = ()
 
     def wanted_entries(self) -> frozenset[tuple[str, IPv6Address]]:
         return frozenset((u.name, a) for u in self.uplinks for a in u.addresses)

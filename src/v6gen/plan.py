@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import PurePosixPath
 
-from v6gen import firewall, validate
+from v6gen import firewall, reach, validate
 from v6gen.config import Config
 from v6gen.model import (
+    REACH_ORDER,
     Blocked,
     BlockedAddress,
     DockerFacts,
     DockerNetwork,
     Endpoint,
     Forwarding,
+    Gated,
+    GateFix,
     HostFacts,
     LinkFacts,
     Owner,
@@ -25,6 +28,7 @@ from v6gen.model import (
     Skipped,
     UplinkFailure,
     UplinkPlan,
+    Verdict,
 )
 from v6gen.wording import count
 
@@ -38,6 +42,7 @@ class _Choice:
     address: IPv6Address
     owner: Owner
     reach: Reach
+    ports: tuple[int, ...] = ()
 
 
 def _network_excluded(network: DockerNetwork | None) -> str:
@@ -176,6 +181,7 @@ def make_plan(
     chosen: dict[IPv6Address, _Choice] = {}
     owners: dict[IPv6Address, list[Owner]] = {}
     blocked: dict[str, tuple[str, list[BlockedAddress]]] = {}
+    gated: dict[tuple[str, str], tuple[GateFix, list[tuple[BlockedAddress, Verdict]]]] = {}
 
     def skip(ep: Endpoint, reason: str, by_choice: bool = False) -> None:
         skipped.append(
@@ -243,8 +249,11 @@ def make_plan(
         # Not proxied when Docker drops everything from the LAN: the host would answer
         # Neighbour Discovery for a black hole, and LAN hosts would time out on an address
         # that looks alive instead of failing at once. Reported per network instead.
-        verdict = firewall.judge(network, address, uplink, facts.ip6_filter)
-        if verdict.reach is Reach.NONE:
+        verdict = reach.combine(
+            firewall.judge(network, address, uplink, facts.ip6_filter),
+            facts.path_verdicts.get(address) if facts.path_verdicts is not None else None,
+        )
+        if verdict.reach is Reach.NONE and not verdict.blockers:
             shown = validate.display(ep.network)
             blocked.setdefault(shown, (verdict.why, []))[1].append(
                 BlockedAddress(address, validate.display(ep.container), uplink)
@@ -256,9 +265,12 @@ def make_plan(
             ep.project and validate.display(ep.project),
             ep.service and validate.display(ep.service),
         )
+        for blocker in verdict.blockers:
+            entry = gated.setdefault((blocker.gatekeeper, owner.network), (blocker, []))
+            entry[1].append((BlockedAddress(address, owner.container, uplink), verdict))
         previous = chosen.get(address)
         if previous is None:
-            chosen[address] = _Choice(uplink, address, owner, verdict.reach)
+            chosen[address] = _Choice(uplink, address, owner, verdict.reach, verdict.ports)
             owners[address] = [owner]
             continue
         owners[address].append(owner)
@@ -305,7 +317,10 @@ def make_plan(
         assert network_file is not None  # _usable() let only links with a file through
         entries = tuple(
             ProxyEntry(
-                addr, tuple(sorted(set(owners[addr]), key=Owner.sort_key)), chosen[addr].reach
+                addr,
+                tuple(sorted(set(owners[addr]), key=Owner.sort_key)),
+                chosen[addr].reach,
+                chosen[addr].ports,
             )
             for addr in sorted(a for a, c in chosen.items() if c.uplink == name)
         )
@@ -336,4 +351,23 @@ def make_plan(
             Blocked(name, why, tuple(sorted(addrs)))
             for name, (why, addrs) in sorted(blocked.items())
         ),
+        gated=_gated(gated, chosen),
     )
+
+
+def _gated(
+    found: dict[tuple[str, str], tuple[GateFix, list[tuple[BlockedAddress, Verdict]]]],
+    chosen: dict[IPv6Address, _Choice],
+) -> tuple[Gated, ...]:
+    """Per gatekeeper and network, what it blocks of the addresses proxied (an address dropped
+    later, e.g. with its uplink, is not reported)."""
+    out = []
+    for (_, network), (blocker, seen) in sorted(found.items()):
+        kept = [(a, v) for a, v in seen if a.address in chosen]
+        if not kept:
+            continue
+        worst = min((v for _, v in kept), key=lambda v: REACH_ORDER.index(v.reach))
+        nothing = any(v.reach in (Reach.ICMP, Reach.NONE) for _, v in kept)
+        addresses = tuple(sorted({a for a, _ in kept}))
+        out.append(Gated(network, blocker, worst.short, addresses, nothing))
+    return tuple(out)

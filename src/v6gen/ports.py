@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
-from typing import Protocol
+from typing import Any, Protocol
 
 from v6gen.detect import EngineChoice
+from v6gen.gatekeepers import Ruleset
 from v6gen.model import DockerFacts, Endpoint, Ip6Filter, NetworkdLink
 
 ProxyKey = tuple[str, IPv6Address]  # (interface, address)
@@ -102,4 +103,20 @@ class Kernel(Protocol):
 
     def uses_router_advertisements(self, name: str) -> bool:
         """Whether the interface has addresses or routes that came from router advertisements."""
+        ...
+
+
+class Firewalls(Protocol):
+    def ruleset(self) -> Ruleset:
+        """The host's IPv6 rules as ip6tables-legacy-save, ip6tables-nft-save and `nft list
+        ruleset` print them (what could not be read is listed in Ruleset.unread)."""
+        ...
+
+    def bridges(self, addresses: Iterable[IPv6Address]) -> Mapping[IPv6Address, str]:
+        """The interface the host routes each address to (absent: no route)."""
+        ...
+
+    def replay(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """v6gen.pathprobe's answer to a request (reach.Request.to_json); failures are answers
+        too ({"rounds": {name: {"error": why}}}), never exceptions."""
         ...

@@ -73,9 +73,41 @@ def blocked_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def gated_lines(plan: Plan) -> list[str]:
+    """One warning and its fix per gatekeeper and network that keeps the LAN from proxied
+    containers (all of them, or some ports)."""
+    lines = []
+    for g in plan.gated:
+        who = ", ".join(f"{a.address} ({a.container})" for a in g.addresses)
+        lines += [
+            f"warning: {g.blocker.gatekeeper} keeps the LAN from docker network {g.network}: "
+            f"it reaches {g.lan} of {who}",
+            f"hint: {g.blocker.fix}",
+        ]
+    return lines
+
+
+def gated_json(plan: Plan) -> list[dict[str, Any]]:
+    return [
+        {
+            "gatekeeper": g.blocker.gatekeeper,
+            "kind": g.blocker.kind,
+            "network": g.network,
+            "lan_reach": g.lan,
+            "fix": g.blocker.fix,
+            "addresses": [
+                {"address": str(a.address), "container": a.container, "uplink": a.uplink}
+                for a in g.addresses
+            ],
+        }
+        for g in plan.gated
+    ]
+
+
 def problem_lines(outcome: Outcome, *, verbose: bool) -> list[str]:
     lines = [f"warning: {w}" for w in outcome.warnings]
     lines += blocked_lines(outcome.plan)
+    lines += gated_lines(outcome.plan)
     for s in outcome.plan.skipped:
         if not s.by_choice or verbose:
             level = "note" if s.by_choice else "warning"
@@ -109,7 +141,7 @@ def to_json(outcome: Outcome, paths: Paths) -> dict[str, Any]:
                     {
                         "address": str(e.address),
                         "containers": [o.container for o in e.owners],
-                        "lan_reach": e.reach.value,
+                        "lan_reach": e.lan,
                     }
                     for e in u.entries
                 ],
@@ -144,5 +176,6 @@ def to_json(outcome: Outcome, paths: Paths) -> dict[str, Any]:
             }
             for b in plan.blocked
         ],
+        "gatekeepers": gated_json(plan),
         "warnings": outcome.warnings,
     }

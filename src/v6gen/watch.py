@@ -325,6 +325,7 @@ def serve(
     from v6gen import apply, detect, engine, lock
     from v6gen import config as config_mod
     from v6gen.adapters.docker import DockerAPI
+    from v6gen.adapters.firewalls import HostFirewalls
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
     from v6gen.instant import Instant
@@ -346,6 +347,9 @@ def serve(
     docker, endpoint = follow()
     retired: list[DockerAPI] = []  # replaced clients, closed once their event stream is
     kernel = IpKernel()
+    # Replays are remembered in memory across resyncs: a ruleset is judged once. A change of
+    # rules alone (`ufw reload`) is seen at the next resync, not at once (README).
+    firewalls = HostFirewalls()
 
     def reconfigure() -> bool:
         nonlocal current, docker, endpoint
@@ -375,7 +379,7 @@ def serve(
         # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
         # reload is left to the Watcher (the marker keeps it owed even if watch is killed).
         with DBusNetworkd(paths) as networkd:
-            adapters = engine.Adapters(docker, networkd, kernel)
+            adapters = engine.Adapters(docker, networkd, kernel, firewalls)
             ctx = engine.Context(current, paths, adapters, live=True, defer_reload=True)
             try:
                 with lock.held(paths.lock_file):

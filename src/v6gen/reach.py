@@ -1,0 +1,192 @@
+"""What the LAN reaches of each container address, from the kernel's answers to the replay
+rounds (v6gen.pathprobe), and the fix for each gatekeeper that blocks it. Pure.
+
+Probes per address: an ICMPv6 echo request, a TCP SYN to each published port, and one to a port
+nothing published. Classes (their short names are what `status` and `--json` show):
+all (the unpublished port passes), published (every published port, not the others),
+ports:80,443 (some published ports), icmp (ICMPv6 echo only), none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from typing import Any
+
+from v6gen import firewall
+from v6gen.gatekeepers import DOCKER, FIREWALLD, IP6TABLES, NFT, UFW, Gatekeeper, Round
+from v6gen.model import GateFix, Reach, Verdict
+
+ECHO = "echo"
+_CLOSED_CANDIDATES = (9, 7, 13, 19, 37, 79)  # well-known ports rarely published: probe one
+
+
+@dataclass(frozen=True)
+class Target:
+    address: IPv6Address
+    network: str
+    bridge: str  # the interface the host routes the address to
+    subnet: IPv6Network  # the network's subnet holding the address (the fix covers it all)
+    published: tuple[int, ...]  # TCP ports the container publishes (its own side)
+
+    @property
+    def closed(self) -> int:
+        return next(p for p in _CLOSED_CANDIDATES if p not in self.published)
+
+    def ports(self) -> list[int]:
+        return [*self.published, self.closed]
+
+
+@dataclass(frozen=True)
+class Request:
+    uplink: str
+    uplink_address: IPv6Interface
+    lan_source: IPv6Address
+    targets: tuple[Target, ...]
+
+    def to_json(self, rounds: Iterable[Round]) -> dict[str, Any]:
+        return {
+            "uplink": self.uplink,
+            "uplink_address": str(self.uplink_address),
+            "lan_source": str(self.lan_source),
+            "targets": [
+                {"address": str(t.address), "bridge": t.bridge, "ports": t.ports()}
+                for t in self.targets
+            ],
+            "rounds": [
+                {"name": r.name, "legacy": r.legacy, "iptables_nft": r.iptables_nft, "nft": r.nft}
+                for r in rounds
+            ],
+        }
+
+
+Passed = Mapping[int, frozenset[str | int]]  # target index -> probes that came out
+
+
+def _passed(result: Mapping[str, Any]) -> Passed:
+    out: dict[int, set[str | int]] = {}
+    for index, probe in result.get("passed", []):
+        out.setdefault(int(index), set()).add(probe)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def classify(target: Target, passed: frozenset[str | int]) -> tuple[Reach, tuple[int, ...]]:
+    if target.closed in passed:
+        return Reach.ALL, ()
+    open_ports = tuple(p for p in target.published if p in passed)
+    if open_ports and open_ports == target.published:
+        return Reach.PUBLISHED, open_ports
+    if open_ports:
+        return Reach.PORTS, open_ports
+    return (Reach.ICMP if ECHO in passed else Reach.NONE), ()
+
+
+def fix(keeper: Gatekeeper, uplink: str, target: Target) -> str:
+    """The command that lets the LAN through this gatekeeper to the target's whole network."""
+    to, bridge = target.subnet, target.bridge
+    if keeper.kind == UFW:
+        return f"ufw route allow in on {uplink} out on {bridge} to {to}"
+    if keeper.kind == NFT and keeper.chain:
+        # Both ways: a chain with policy drop also drops the container's replies.
+        rule = f"nft insert rule {keeper.table} {keeper.chain}"
+        return (
+            f'{rule} iifname "{uplink}" oifname "{bridge}" ip6 daddr {to} accept && '
+            f'{rule} iifname "{bridge}" oifname "{uplink}" ip6 saddr {to} ct state '
+            "established,related accept  # and in the file that loads the table at boot"
+        )
+    if keeper.kind == FIREWALLD:
+        return firewalld_fix(uplink, bridge, to)
+    if keeper.kind == DOCKER:
+        return firewall.fix_hint(target.network)
+    if keeper.kind == IP6TABLES:
+        return f"ip6tables -I FORWARD -i {uplink} -o {bridge} -d {to} -j ACCEPT (and save it)"
+    return f"let packets from {uplink} to {to} through {keeper.name}"
+
+
+def firewalld_fix(uplink: str, bridge: str, to: IPv6Network) -> str:
+    """A policy from the uplink's zone to the bridge's (firewalld >= 0.9): with the bridge in
+    a zone of its own, `ANY` stands for whichever zone the uplink is in."""
+    policy = "v6gen-lan"
+    return (
+        f"firewall-cmd --permanent --zone=trusted --add-interface={bridge} && "
+        f"firewall-cmd --permanent --new-policy={policy} && "
+        f"firewall-cmd --permanent --policy={policy} --add-ingress-zone=ANY "
+        f"--add-egress-zone=trusted && "
+        f'firewall-cmd --permanent --policy={policy} --add-rich-rule=\'rule family="ipv6" '
+        f'destination address="{to}" accept\' && firewall-cmd --reload'
+        f"  # from {uplink}"
+    )
+
+
+_WORDS = {
+    Reach.ALL: "every port",
+    Reach.PUBLISHED: "its published ports only",
+    Reach.ICMP: "ICMPv6 echo only, no port",
+    Reach.NONE: "nothing, not even ICMPv6 echo",
+}
+
+
+def _why(reach: Reach, ports: tuple[int, ...], blockers: tuple[GateFix, ...]) -> str:
+    what = _WORDS.get(reach) or "only port(s) " + ", ".join(str(p) for p in ports)
+    who = ", ".join(b.gatekeeper for b in blockers)
+    return f"the LAN reaches {what}" + (f": {who} blocks the rest" if who else "")
+
+
+def combine(docker: Verdict, path: Verdict | None) -> Verdict:
+    """Docker's own verdict (read from its rules, with its fix) where it tells the whole
+    story; the replay's where another gatekeeper blocks, or where Docker filters in a way its
+    ip6tables rules don't show (its nftables backend)."""
+    if path is None or docker.reach is Reach.NONE:
+        return docker
+    if path.reach is Reach.UNKNOWN:
+        return replace(docker, why=f"{docker.why}; other firewalls not judged: {path.why}")
+    others = [b for b in path.blockers if b.kind != DOCKER]
+    if not others and (docker.reach is not Reach.ALL or path.reach is Reach.ALL):
+        return docker
+    return path
+
+
+def judge(
+    request: Request, rounds: list[Round], results: Mapping[str, Mapping[str, Any]]
+) -> dict[IPv6Address, Verdict]:
+    """One verdict per target address from the rounds' results (pathprobe's "rounds")."""
+    empty, whole = results.get("empty", {}), results.get("all", {})
+    for name, result in (("empty", empty), ("all", whole)):
+        if "error" in result or "passed" not in result:
+            why = f"the rules could not be replayed ({name}): {result.get('error', 'no answer')}"
+            return {t.address: Verdict(Reach.UNKNOWN, why) for t in request.targets}
+    base, alls = _passed(empty), _passed(whole)
+    alone = {
+        r.gatekeeper: _passed(results.get(r.name, {}))
+        for r in rounds
+        if r.gatekeeper is not None and "passed" in results.get(r.name, {})
+    }
+    failed = [
+        f"{r.gatekeeper.name}: {results.get(r.name, {}).get('error', 'no answer')}"
+        for r in rounds
+        if r.gatekeeper is not None and "passed" not in results.get(r.name, {})
+    ]
+    verdicts: dict[IPv6Address, Verdict] = {}
+    for i, t in enumerate(request.targets):
+        sent = frozenset([ECHO, *t.ports()])
+        if base.get(i, frozenset()) != sent:
+            verdicts[t.address] = Verdict(
+                Reach.UNKNOWN, "the replay forwards nothing even without rules"
+            )
+            continue
+        got = alls.get(i, frozenset())
+        reach, ports = classify(t, got)
+        lost = sent - got
+        blockers = tuple(
+            GateFix(k.name, k.kind, fix(k, request.uplink, t))
+            for k, passed in alone.items()
+            if lost - passed.get(i, frozenset())
+        )
+        why = _why(reach, ports, blockers)
+        if lost and not blockers:
+            why = "the gatekeepers' rules together block it, none alone" + (
+                f" (not judged: {'; '.join(failed)})" if failed else ""
+            )
+        verdicts[t.address] = Verdict(reach, why, ports, blockers)
+    return verdicts

@@ -1,0 +1,167 @@
+"""Issue 20: what the LAN reaches with a host firewall on the forward path, measured from the LAN
+namespace, and what v6gen says of it, before and after the fix it names.
+
+Bookworm (the machine's Debian 12: docker.io 20.10, which writes no IPv6 rules, networkd 252),
+the container at PROBE listening on a published port (80) and an unpublished one (1234):
+
+| gatekeeper (Debian defaults)          | ping | published | unpublished | v6gen says        |
+|---------------------------------------|------|-----------|-------------|-------------------|
+| none                                  | yes  | yes       | yes         | all               |
+| `ufw enable`                          | yes  | no        | no          | icmp, exit 9, ufw |
+| ufw + v6gen's `ufw route allow` line  | yes  | yes       | yes         | all               |
+| nft `inet filter` forward policy drop | no   | no        | no          | none, exit 9, nft |
+| the same + v6gen's two `nft insert rule`s | yes | yes     | yes         | all               |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from typing import Any
+
+import pytest
+
+from . import packages
+from .conftest import MakeLab
+from .image import IMAGE
+from .labhost import INSTALLED_ENV, Lab
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(
+        os.environ.get(INSTALLED_ENV) == "1",
+        reason="the package's own tests run the Docker matrix; these need ufw and nftables",
+    ),
+]
+
+SUBNET = "2001:db8::a:71a0/125"
+PROBE = "2001:db8::a:71a5"
+PUBLISHED, UNPUBLISHED = 80, 1234
+REPLY = "reachable"
+CONNECT_WAIT = 3  # generous: only the outcome is asserted, never the time
+EXIT_BLOCKED = 9
+NFT_POLICY_DROP = """table inet filter {
+	chain forward {
+		type filter hook forward priority 0; policy drop;
+	}
+}
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _firewall_tools() -> None:
+    # The machine's own Debian packages, as the lab installs its daemons (CI starts fresh).
+    packages.ensure_packages(("ufw", "nftables"))
+
+
+def _probe(lab: Lab) -> str:
+    """The seed's network and a container listening on a published and an unpublished port;
+    returns the bridge's name."""
+    lab.run(f"docker network create --ipv6 --subnet {SUBNET} v6net")
+    serve = f"nc -ll -p {{}} -e echo {REPLY}"
+    script = f"{serve.format(PUBLISHED)} & {serve.format(UNPUBLISHED)}"
+    lab.run(
+        f"docker run -d --name probe --network v6net --ip6 {PROBE} -p 8080:{PUBLISHED} {IMAGE}"
+        f" sh -c {shlex.quote(script)}"
+    )
+    net_id = lab.run("docker network inspect -f '{{.Id}}' v6net").stdout.strip()
+    return f"br-{net_id[:12]}"
+
+
+def lan_tcp(lab: Lab, port: int) -> bool:
+    res = lab.lan().run(
+        f"busybox nc -w {CONNECT_WAIT} {PROBE} {port} </dev/null",
+        check=False,
+        timeout=CONNECT_WAIT + 10,
+    )
+    return REPLY in res.stdout
+
+
+def measured(lab: Lab) -> tuple[bool, bool, bool]:
+    """(ping, published port, unpublished port) as the LAN neighbour sees them. The ping gets
+    three tries: the first solicitation's answer waits up to proxy_delay (0.8 s)."""
+    ping = lab.lan_reachable(PROBE, within=3) is not None
+    return ping, lan_tcp(lab, PUBLISHED), lan_tcp(lab, UNPUBLISHED)
+
+
+def _json(lab: Lab, *args: str) -> Any:
+    res = lab.v6gen(*args, "--json")
+    try:
+        return json.loads(res.stdout)
+    except ValueError:
+        pytest.fail(f"v6gen {' '.join(args)} --json: exit {res.returncode}\n{res.stderr}")
+
+
+def lan_column(lab: Lab) -> str:
+    rows = [r for r in _json(lab, "status") if r.get("address") == PROBE]
+    assert len(rows) == 1, rows
+    return str(rows[0]["lan_reach"])
+
+
+def gatekeeper_checks(lab: Lab, name: str) -> list[dict[str, Any]]:
+    return [c for c in _json(lab, "doctor") if c.get("name") == f"gatekeeper {name}"]
+
+
+def fix_line(stderr: str, gatekeeper: str) -> str:
+    """The hint under sync's one warning naming the gatekeeper."""
+    lines = stderr.splitlines()
+    at = [i for i, ln in enumerate(lines) if ln.startswith(f"warning: {gatekeeper} keeps")]
+    assert len(at) == 1, f"want one warning naming {gatekeeper}:\n{stderr}"
+    hint = lines[at[0] + 1]
+    assert hint.startswith("hint: "), stderr
+    return hint.removeprefix("hint: ")
+
+
+def test_ufw_on_bookworm(make_lab: MakeLab) -> None:
+    lab = make_lab()
+    bridge = _probe(lab)
+    res = lab.v6gen("sync")
+    assert res.returncode == 0, res.stderr
+    assert measured(lab) == (True, True, True)
+    assert lan_column(lab) == "all"
+
+    lab.run("ufw --force enable")
+    assert measured(lab) == (True, False, False), "Debian's ufw: ICMPv6 echo only"
+    res = lab.v6gen("sync")
+    assert res.returncode == EXIT_BLOCKED, f"sync exit {res.returncode}\n{res.stderr}"
+    fix = fix_line(res.stderr, "ufw")
+    assert fix == f"ufw route allow in on uplink0 out on {bridge} to {SUBNET}"
+    assert lan_column(lab) == "icmp"
+    checks = gatekeeper_checks(lab, "ufw")
+    assert [c["level"] for c in checks] == ["warn"], checks
+    assert checks[0]["hint"] == fix
+
+    lab.run(fix)
+    assert measured(lab) == (True, True, True), f"after `{fix}`"
+    assert lan_column(lab) == "all"
+    assert [c["level"] for c in gatekeeper_checks(lab, "ufw")] == ["ok"]
+    res = lab.v6gen("sync")
+    assert res.returncode == 0, res.stderr
+    assert "ufw" not in res.stderr
+
+
+def test_nft_forward_policy_drop_on_bookworm(make_lab: MakeLab) -> None:
+    lab = make_lab()
+    bridge = _probe(lab)
+    lab.write("/tmp/policy-drop.nft", NFT_POLICY_DROP)
+    lab.run("nft -f /tmp/policy-drop.nft")
+    res = lab.v6gen("sync")
+    assert measured(lab) == (False, False, False)
+    assert res.returncode == EXIT_BLOCKED, f"sync exit {res.returncode}\n{res.stderr}"
+    keeper = "nft table inet filter, chain forward"
+    fix = fix_line(res.stderr, keeper)
+    insert = "nft insert rule inet filter forward"
+    rule = (
+        f'{insert} iifname "uplink0" oifname "{bridge}" ip6 daddr {SUBNET} accept && '
+        f'{insert} iifname "{bridge}" oifname "uplink0" ip6 saddr {SUBNET} '
+        "ct state established,related accept"
+    )
+    assert fix.startswith(rule), fix
+    assert lan_column(lab) == "none"
+    assert [c["level"] for c in gatekeeper_checks(lab, keeper)] == ["warn"]
+
+    lab.run(rule)
+    assert measured(lab) == (True, True, True), f"after `{rule}`"
+    assert lan_column(lab) == "all"
+    assert lab.v6gen("sync").returncode == 0
