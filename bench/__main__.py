@@ -22,7 +22,7 @@ from .common import Section, log, machine
 # Order: the process-start measurement first, while nothing of ours is running.
 SECTIONS = (
     "startup", "hook_restore", "sync_scale", "first_contact", "flap", "watch", "instant", "boot",
-    "podman",
+    "podman", "gatekeepers",
 )  # fmt: skip
 SECTION_FILE = Path(__file__).resolve().parent / "README-section.md"
 
@@ -98,6 +98,11 @@ ROWS = (
         _le("sync_cold_1000_s", 1.5)),
     Row("sync_noop_1000_s", "sync, 1,000 addresses, nothing to do *", "s",
         "<= 0.5, 0 writes/reloads", _noop_ok),
+    Row("firewall_judge_noop_1000_ms", "judging the firewalls, in that no-op", "ms",
+        "<= 30", _le("firewall_judge_noop_1000_ms", 30)),
+    Row("firewall_judge_sync_difference_1000_ms", "  no-op sync with - without judging (ufw)",
+        "ms"),
+    Row("firewall_judge_cold_1000_ms", "a new ruleset: replay of 1,000 addresses", "ms"),
     Row("docker_api_calls_per_sync", "Docker API calls per sync (10 and 1,000) *", "",
         "constant", _calls_ok),
     Row("sdk_default_api_calls_per_sync_1000", "  SDK default listing: API calls at 1,000 *", ""),

@@ -26,6 +26,8 @@ UFW, DOCKER, FIREWALLD, PODMAN, NFT, IP6TABLES = (
     "ip6tables",
 )
 _NFT_FAMILIES = ("ip6", "inet")  # the families whose hooks see IPv6 packets being routed
+# A table ip6tables-nft made (named as ip6tables' tables), as `nft list ruleset` shows it.
+IPTABLES_NFT_TABLE = re.compile(r"^table ip6 (filter|nat|mangle|raw|security) \{", re.M)
 _TABLE = re.compile(r"^table (\S+) (\S+) \{")
 _CHAIN = re.compile(r"^\s*chain (\S+) \{")
 _HOOK = re.compile(r"type filter hook (\w+) priority [^;]+;(?:\s*policy (\w+);)?")
@@ -47,6 +49,22 @@ class Ruleset:
             h.update(part.encode())
             h.update(b"\0")
         return h.hexdigest()
+
+
+_COUNTERS = re.compile(r"\[\d+:\d+\]")
+_NFT_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
+_EXPIRES = re.compile(r" expires [0-9hmsd]+")
+
+
+def normalize(text: str) -> str:
+    """The rules without what changes while they stay the same: the save tools' "# Generated
+    ... on <date>" lines, packet counters, set elements' remaining lifetimes. Both the replay
+    and the cache key use this text."""
+    lines = (ln for ln in text.splitlines() if not ln.startswith("#"))
+    out = "\n".join(
+        _EXPIRES.sub("", _NFT_COUNTER.sub("counter", _COUNTERS.sub("[0:0]", ln))) for ln in lines
+    )
+    return out + "\n" if out else ""
 
 
 @dataclass(frozen=True)

@@ -103,11 +103,12 @@ class HostFacts:
     # Docker's IPv6 firewall rules; None when they could not be read.
     ip6_filter: Ip6Filter | None = None
     systemd_version_source: str = ""  # whose version systemd_version is
-    # What the replay of the host's whole ruleset says of each address (v6gen.reach); None
-    # when it was not asked (path_note says why), so Docker's rules alone decide.
-    path_verdicts: Mapping[IPv6Address, Verdict] | None = None
+    # What the replay of the host's whole ruleset says of each address, by the address as
+    # Docker wrote it (v6gen.pathjudge); None when it was not asked (path_note says why), so
+    # Docker's rules alone decide.
+    path_verdicts: Mapping[str, Verdict] | None = None
     path_note: str = ""
-    path_gatekeepers: tuple[str, ...] = ()  # every gatekeeper the replay found in the rules
+    path_gatekeepers: tuple[str, ...] = ()  # the gatekeepers found in the rules, Docker aside
 
 
 GATEWAY_MODE_V6 = "com.docker.network.bridge.gateway_mode_ipv6"

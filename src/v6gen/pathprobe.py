@@ -29,6 +29,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from ipaddress import IPv6Address, IPv6Interface
 from typing import Any
 
@@ -43,6 +44,7 @@ SOURCE_MAC = bytes.fromhex("027636000003")  # every frame sent: the LAN host, or
 CONTAINER_MAC = "02:76:36:00:01:01"
 BRIDGE_MAC = bytes.fromhex("02763602")  # + the bridge's number
 LAN_PEER = "v6g-lan"
+READY_WAIT = 10.0  # only bounds a link that never comes up
 END_WAIT = 10.0  # only bounds a kernel that never delivers the end marker; never reached
 TOOL_TIMEOUT = 20.0
 ECHO_ID = 0x7636
@@ -167,6 +169,30 @@ def _links(req: dict[str, Any]) -> None:
     _run(["ip", "-batch", "-"], "\n".join(lines) + "\n")
 
 
+def _wait_ready(req: dict[str, Any]) -> None:
+    """Until every link has its real queue: a veth brought up transmits through noop_qdisc,
+    which drops everything, until the kernel's linkwatch work activates it (asynchronously, so
+    later on a busy machine)."""
+    names = {req["uplink"], LAN_PEER}
+    for bridge, (peer, _) in _bridge_peers(req).items():
+        names |= {bridge, peer}
+    deadline = time.monotonic() + READY_WAIT
+    while True:
+        done = subprocess.run(
+            ["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=TOOL_TIMEOUT
+        )
+        waiting = {
+            name.split("@")[0]
+            for name, rest in (ln.split(": ", 2)[1:3] for ln in done.stdout.splitlines())
+            if "qdisc noop" in rest or ",LOWER_UP" not in rest
+        }
+        if not names & waiting:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"links not ready: {', '.join(sorted(names & waiting))}")
+        time.sleep(0.005)
+
+
 def _load(rnd: dict[str, Any]) -> None:
     for key, argv in (
         ("legacy", ["ip6tables-legacy-restore"]),
@@ -264,6 +290,7 @@ def main() -> int:
             _new_netns()
             _links(req)
             _load(rnd)
+            _wait_ready(req)
             results[rnd["name"]] = {"passed": _probe(req)}
         except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
             results[rnd["name"]] = {"error": str(exc)}

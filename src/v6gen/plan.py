@@ -251,7 +251,7 @@ def make_plan(
         # that looks alive instead of failing at once. Reported per network instead.
         verdict = reach.combine(
             firewall.judge(network, address, uplink, facts.ip6_filter),
-            facts.path_verdicts.get(address) if facts.path_verdicts is not None else None,
+            facts.path_verdicts.get(ep.address) if facts.path_verdicts is not None else None,
         )
         if verdict.reach is Reach.NONE and not verdict.blockers:
             shown = validate.display(ep.network)

@@ -112,9 +112,19 @@ class Firewalls(Protocol):
         ruleset` print them (what could not be read is listed in Ruleset.unread)."""
         ...
 
-    def bridges(self, addresses: Iterable[IPv6Address]) -> Mapping[IPv6Address, str]:
-        """The interface the host routes each address to (absent: no route)."""
+    def iptables_nft(self) -> str:
+        """ip6tables-nft-save's output, when ruleset() left it out (nft shows those tables)."""
         ...
+
+    def routes(self) -> str:
+        """The kernel's IPv6 routes, "<destination hex> <prefix length hex> <device>" a line."""
+        ...
+
+    def recall(self, key: str) -> dict[str, Any] | None:
+        """What remember() stored under `key` (in this process or an earlier one), or None."""
+        ...
+
+    def remember(self, key: str, data: dict[str, Any]) -> None: ...
 
     def replay(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """v6gen.pathprobe's answer to a request (reach.Request.to_json); failures are answers

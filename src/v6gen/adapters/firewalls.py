@@ -8,22 +8,22 @@ reads the rules (three short processes) and asks nothing else; a new container i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
-from ipaddress import IPv6Address, IPv6Network
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from v6gen.gatekeepers import Ruleset
+from v6gen.gatekeepers import Ruleset, normalize
 
 _SBIN = "/usr/sbin:/sbin"
 _TIMEOUT = 20.0  # bounds a hung tool; a replay of 1,000 addresses takes well under a second
+_LEGACY_TABLES = Path("/proc/net/ip6_tables_names")  # tables of the legacy ip6_tables module
+_ROUTES = Path("/proc/net/ipv6_route")
 _CACHE_LIMIT = 64  # rulesets remembered per process (a host's rules change rarely)
 _TOOLS = (
     ("legacy", ["ip6tables-legacy-save"]),
@@ -43,6 +43,7 @@ class HostFirewalls:
     def __init__(self, cache_file: Path | None = None) -> None:
         self._cache: dict[str, dict[str, dict[str, Any]]] = {}
         self._file = cache_file
+        self._verdicts: dict[str, dict[str, Any]] = {}
         if cache_file is not None:
             try:
                 loaded = json.loads(cache_file.read_text(encoding="utf-8"))
@@ -52,23 +53,22 @@ class HostFirewalls:
                 self._cache.update({k: v for k, v in loaded.items() if isinstance(v, dict)})
 
     def ruleset(self) -> Ruleset:
+        """`nft list ruleset` (which shows ip6tables-nft's tables too: enough to tell a change)
+        and, when the legacy ip6_tables module holds tables, ip6tables-legacy-save. A sync
+        whose rules did not change runs one process here."""
+        legacy_loaded = bool(_read(_LEGACY_TABLES).strip())
         texts: dict[str, str] = {}
         unread: list[str] = []
         for key, argv in _TOOLS:
-            path = _which(argv[0])
-            if path is None:
-                continue  # not installed: nobody wrote rules with it
-            try:
-                done = subprocess.run(
-                    [path, *argv[1:]], capture_output=True, text=True, timeout=_TIMEOUT, check=False
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                unread.append(f"{' '.join(argv)}: {exc}")
+            if key == "legacy" and not legacy_loaded:
                 continue
-            if done.returncode != 0:
-                unread.append(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
-                continue
-            texts[key] = done.stdout
+            if key == "iptables_nft" and _which("nft") is not None:
+                continue  # read only when a replay needs it: iptables_nft()
+            text, error = _save(argv)
+            if error:
+                unread.append(error)
+            elif text is not None:
+                texts[key] = text
         return Ruleset(
             texts.get("legacy", ""),
             texts.get("iptables_nft", ""),
@@ -76,32 +76,36 @@ class HostFirewalls:
             tuple(unread),
         )
 
-    def bridges(self, addresses: Iterable[IPv6Address]) -> dict[IPv6Address, str]:
-        """One `ip -6 route show` for all of them: the longest matching prefix's device."""
-        try:
-            done = subprocess.run(
-                ["ip", "-json", "-6", "route", "show", "table", "main"],
-                capture_output=True,
-                text=True,
-                timeout=_TIMEOUT,
-                check=False,
-            )
-            routes = json.loads(done.stdout or "[]")
-        except (OSError, ValueError, subprocess.TimeoutExpired):
-            return {}
-        table: list[tuple[IPv6Network, str]] = []
-        for r in routes if isinstance(routes, list) else []:
-            dst, dev = r.get("dst"), r.get("dev")
-            if isinstance(dst, str) and isinstance(dev, str) and dst != "default":
-                with contextlib.suppress(ValueError):
-                    table.append((IPv6Network(dst, strict=False), dev))
-        table.sort(key=lambda route: -route[0].prefixlen)
-        found: dict[IPv6Address, str] = {}
-        for address in addresses:
-            dev = next((d for net, d in table if address in net), None)
-            if dev is not None:
-                found[address] = dev
-        return found
+    def iptables_nft(self) -> str:
+        text, _ = _save(["ip6tables-nft-save"])
+        return text or ""
+
+    def routes(self) -> str:
+        """The kernel's IPv6 routes, one "destination prefix-length device" line each (from
+        /proc/net/ipv6_route, without its changing use counts): no process to start."""
+        lines = []
+        for line in _read(_ROUTES).splitlines():
+            f = line.split()
+            if len(f) == 10:
+                lines.append(f"{f[0]} {f[1]} {f[9]}")
+        return "\n".join(sorted(lines))
+
+    def recall(self, key: str) -> dict[str, Any] | None:
+        """The verdicts stored under `key` by remember(), here or by an earlier run."""
+        found = self._verdicts.get(key)
+        if found is None and self._file is not None:
+            try:
+                stored = json.loads(self._file.with_suffix(".verdicts").read_text("utf-8"))
+            except (OSError, ValueError):
+                return None
+            if isinstance(stored, dict) and stored.get("key") == key:
+                found = stored.get("data")
+        return found if isinstance(found, dict) else None
+
+    def remember(self, key: str, data: dict[str, Any]) -> None:
+        self._verdicts = {key: data}
+        if self._file is not None:
+            _write(self._file.with_suffix(".verdicts"), json.dumps({"key": key, "data": data}))
 
     def replay(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """pathprobe's answer to `request` ({"rounds": {name: {"passed": [[i, probe], ...]}}}
@@ -110,7 +114,7 @@ class HostFirewalls:
         key = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()
         known = self._cache.setdefault(key, {})
         targets = list(request["targets"])
-        names = [json.dumps(t, sort_keys=True) for t in targets]
+        names = [_target_key(t) for t in targets]
         new = [t for t, n in zip(targets, names, strict=True) if n not in known]
         if new:
             answer = self._run({**setup, "targets": new})
@@ -119,7 +123,7 @@ class HostFirewalls:
                 full = answer if len(new) == len(targets) else self._run(dict(request))
                 return {"rounds": full}
             for j, t in enumerate(new):
-                known[json.dumps(t, sort_keys=True)] = {
+                known[_target_key(t)] = {
                     rnd: [p for i, p in result["passed"] if i == j]
                     for rnd, result in answer.items()
                 }
@@ -134,14 +138,8 @@ class HostFirewalls:
 
     def _save(self, key: str) -> None:
         """Only the current ruleset's answers: the file stays the size of one host's probes."""
-        if self._file is None:
-            return
-        tmp = self._file.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps({key: self._cache[key]}), encoding="utf-8")
-            tmp.replace(self._file)
-        except OSError:
-            pass  # a cache only: the next run replays again
+        if self._file is not None:
+            _write(self._file, json.dumps({key: self._cache[key]}))
 
     def _run(self, request: Mapping[str, Any]) -> dict[str, Any]:
         src = str(Path(__file__).resolve().parents[2])
@@ -167,6 +165,44 @@ class HostFirewalls:
         except (ValueError, KeyError, TypeError):
             return _failed(request, "the replay printed no answer")
         return dict(rounds)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return ""
+
+
+def _save(argv: list[str]) -> tuple[str | None, str]:
+    """(the tool's normalized output, "") or (None, why it failed); (None, "") when the tool
+    is not installed: nobody wrote rules with it."""
+    path = _which(argv[0])
+    if path is None:
+        return None, ""
+    try:
+        done = subprocess.run(
+            [path, *argv[1:]], capture_output=True, text=True, timeout=_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{' '.join(argv)}: {exc}"
+    if done.returncode != 0:
+        return None, f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}"
+    return normalize(done.stdout), ""
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # a cache only: the next run replays again
+
+
+def _target_key(target: Mapping[str, Any]) -> str:
+    ports = ",".join(str(p) for p in target["ports"])
+    return f"{target['address']} {target['bridge']} {ports}"
 
 
 def _failed(request: Mapping[str, Any], why: str) -> dict[str, Any]:
