@@ -55,7 +55,7 @@ def _firewall_tools() -> None:
     packages.ensure_packages(("ufw", "nftables"))
 
 
-def _probe(lab: Lab) -> str:
+def probe_container(lab: Lab) -> str:
     """The seed's network and a container listening on a published and an unpublished port;
     returns the bridge's name."""
     lab.run(f"docker network create --ipv6 --subnet {SUBNET} v6net")
@@ -115,7 +115,7 @@ def fix_line(stderr: str, gatekeeper: str) -> str:
 
 def test_ufw_on_bookworm(make_lab: MakeLab) -> None:
     lab = make_lab()
-    bridge = _probe(lab)
+    bridge = probe_container(lab)
     res = lab.v6gen("sync")
     assert res.returncode == 0, res.stderr
     assert measured(lab) == (True, True, True)
@@ -143,7 +143,7 @@ def test_ufw_on_bookworm(make_lab: MakeLab) -> None:
 
 def test_nft_forward_policy_drop_on_bookworm(make_lab: MakeLab) -> None:
     lab = make_lab()
-    bridge = _probe(lab)
+    bridge = probe_container(lab)
     lab.write("/tmp/policy-drop.nft", NFT_POLICY_DROP)
     lab.run("nft -f /tmp/policy-drop.nft")
     res = lab.v6gen("sync")

@@ -1,0 +1,246 @@
+"""Issue 20's pure parts: who the gatekeepers are in rules captured from real firewalls
+(tests/fixtures/gatekeepers/, tests/lab/capture_gatekeepers.py), the verdicts and fixes made
+from a replay's answers, the probes' wire format, and the stored verdicts. The replay itself
+needs root: tests/lab/test_replay_fixtures.py runs it on the same fixtures."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from v6gen import gatekeepers, pathjudge, pathprobe, reach
+from v6gen.gatekeepers import Gatekeeper, Ruleset
+from v6gen.model import GateFix, Reach, Verdict
+
+CAPTURED = Path(__file__).resolve().parents[1] / "fixtures/gatekeepers"
+
+
+def ruleset(case: str) -> Ruleset:
+    d = CAPTURED / case
+    return Ruleset(
+        gatekeepers.normalize((d / "ip6tables-legacy-save.txt").read_text()),
+        gatekeepers.normalize((d / "ip6tables-nft-save.txt").read_text()),
+        gatekeepers.normalize((d / "nft-list-ruleset.txt").read_text()),
+    )
+
+
+def keepers(case: str) -> list[Gatekeeper]:
+    return [r.gatekeeper for r in gatekeepers.rounds(ruleset(case)) if r.gatekeeper]
+
+
+def test_no_firewall_no_gatekeeper() -> None:
+    # Docker 20.10's own tables are IPv4 (`ip` family): they never see the LAN's IPv6.
+    assert "table ip filter" in (CAPTURED / "bookworm-none/nft-list-ruleset.txt").read_text()
+    assert keepers("bookworm-none") == []
+    names = [r.name for r in gatekeepers.rounds(ruleset("bookworm-none"))]
+    assert names == ["empty", "all"]
+
+
+def test_ufw_is_one_gatekeeper_owning_the_policies() -> None:
+    assert [(k.kind, k.name) for k in keepers("bookworm-ufw")] == [("ufw", "ufw")]
+    (alone,) = [r for r in gatekeepers.rounds(ruleset("bookworm-ufw")) if r.gatekeeper]
+    assert ":FORWARD DROP" in alone.iptables_nft
+    assert "-A ufw6-before-forward" in alone.iptables_nft
+    # Its ip6 filter table is replayed through ip6tables-nft-restore, not `nft -f`.
+    (whole,) = [r for r in gatekeepers.rounds(ruleset("bookworm-ufw")) if r.name == "all"]
+    assert "table ip6 filter" not in whole.nft
+    assert gatekeepers.IPTABLES_NFT_TABLE.search(ruleset("bookworm-ufw").nft)
+
+
+def test_nft_table_with_forward_policy_drop() -> None:
+    (table,) = gatekeepers.nft_tables(ruleset("bookworm-nft-forward-drop").nft, frozenset())
+    assert (table.family, table.name, table.forward_chain, table.forward_policy) == (
+        "inet",
+        "filter",
+        "forward",
+        "drop",
+    )
+    (keeper,) = keepers("bookworm-nft-forward-drop")
+    assert keeper == Gatekeeper(
+        "nft", "nft table inet filter, chain forward", "inet filter", "forward"
+    )
+
+
+def test_admin_rules_beside_docker_are_their_own_gatekeeper() -> None:
+    save = (
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n"
+        "-A FORWARD -j DOCKER\n-A FORWARD -i eth0 -j DROP\n-A DOCKER -d 2001:db8::5 -j ACCEPT\n"
+        "COMMIT\n"
+    )
+    rounds = {r.name: r for r in gatekeepers.rounds(Ruleset(iptables_nft=save))}
+    docker, admin = rounds["iptables_nft:Docker"], rounds["iptables_nft:ip6tables"]
+    # Docker 27+ sets the FORWARD policy when there is no ufw: its round keeps the DROP.
+    assert ":FORWARD DROP" in docker.iptables_nft and "-i eth0" not in docker.iptables_nft
+    assert ":FORWARD ACCEPT" in admin.iptables_nft and "-A DOCKER " not in admin.iptables_nft
+
+
+def test_normalize_leaves_out_what_changes_by_itself() -> None:
+    text = (CAPTURED / "bookworm-ufw/ip6tables-nft-save.txt").read_text()
+    assert text.startswith("# Generated")
+    counted = text.replace("[0:0]", "[12:3456]", 3)
+    assert gatekeepers.normalize(counted) == gatekeepers.normalize(text)
+    assert not gatekeepers.normalize(text).startswith("#")
+    nft = 'chain x {\n\t\tiifname "lo" counter packets 17 bytes 1020 accept\n'
+    assert gatekeepers.normalize(nft) == 'chain x {\n\t\tiifname "lo" counter accept\n'
+
+
+TARGET = reach.Target(
+    IPv6Address("2001:db8::a:71a5"),
+    "v6net",
+    "br-0123456789ab",
+    IPv6Network("2001:db8::a:71a0/125"),
+    (80, 443),
+)
+UFW = Gatekeeper("ufw", "ufw")
+NFT = Gatekeeper("nft", "nft table inet filter, chain forward", "inet filter", "forward")
+
+
+@pytest.mark.parametrize(
+    ("passed", "want"),
+    [
+        ({"echo", 80, 443, 9}, (Reach.ALL, ())),
+        ({"echo", 80, 443}, (Reach.PUBLISHED, (80, 443))),
+        ({80}, (Reach.PORTS, (80,))),
+        ({"echo"}, (Reach.ICMP, ())),
+        (set(), (Reach.NONE, ())),
+    ],
+)
+def test_classes(passed: set[str | int], want: tuple[Reach, tuple[int, ...]]) -> None:
+    assert reach.classify(TARGET, frozenset(passed)) == want
+
+
+def test_short_names() -> None:
+    assert Verdict(Reach.PORTS, "", (80, 443)).short == "ports:80,443"
+    assert [Verdict(r, "").short for r in (Reach.ALL, Reach.ICMP, Reach.NONE)] == [
+        "all",
+        "icmp",
+        "none",
+    ]
+
+
+def test_fixes_name_uplink_bridge_and_subnet() -> None:
+    assert (
+        reach.fix(UFW, "uplink0", TARGET)
+        == "ufw route allow in on uplink0 out on br-0123456789ab to 2001:db8::a:71a0/125"
+    )
+    nft = reach.fix(NFT, "uplink0", TARGET)
+    assert nft.startswith(
+        'nft insert rule inet filter forward iifname "uplink0" oifname "br-0123456789ab" '
+        "ip6 daddr 2001:db8::a:71a0/125 accept && "
+    )
+    assert "ip6 saddr 2001:db8::a:71a0/125 ct state established,related accept" in nft
+    alone = reach.Target(TARGET.address, "v6net", "br-x", None, (), "2001:db8::a:71a5")
+    assert reach.fix(UFW, "eth0", alone).endswith("to 2001:db8::a:71a5/128")
+
+
+def _request() -> reach.Request:
+    return reach.Request(
+        "uplink0", IPv6Interface("2001:db8::1/64"), IPv6Address("2001:db8::7636"), (TARGET,)
+    )
+
+
+def _rounds() -> list[gatekeepers.Round]:
+    return [
+        gatekeepers.Round("empty"),
+        gatekeepers.Round("all"),
+        gatekeepers.Round("ufw", gatekeeper=UFW),
+        gatekeepers.Round("nft", gatekeeper=NFT),
+    ]
+
+
+def _answer(**passed: list[Any]) -> dict[str, Any]:
+    return {name: {"passed": [[0, p] for p in probes]} for name, probes in passed.items()}
+
+
+def test_judge_names_the_gatekeeper_that_blocks() -> None:
+    everything = ["echo", 80, 443, 9]
+    answer = _answer(empty=everything, all=["echo"], ufw=["echo"], nft=everything)
+    (verdict,) = reach.judge(_request(), _rounds(), answer).values()
+    assert (verdict.short, [b.gatekeeper for b in verdict.blockers]) == ("icmp", ["ufw"])
+    assert verdict.blockers[0].fix == reach.fix(UFW, "uplink0", TARGET)
+
+
+def test_judge_unknown_names_the_failure() -> None:
+    answer: dict[str, Any] = {
+        "empty": {"passed": []},
+        "all": {"error": "nft: Error: syntax error, line 7"},
+    }
+    (verdict,) = reach.judge(_request(), _rounds(), answer).values()
+    assert verdict.reach is Reach.UNKNOWN
+    assert "line 7" in verdict.why
+
+
+def test_judge_sandbox_that_forwards_nothing_is_unknown() -> None:
+    (verdict,) = reach.judge(_request(), _rounds(), _answer(empty=[], all=[])).values()
+    assert verdict.reach is Reach.UNKNOWN
+
+
+def test_combine_keeps_dockers_own_story() -> None:
+    routed = Verdict(Reach.PUBLISHED, "gateway mode routed")
+    only_docker = Verdict(Reach.ICMP, "", (), (GateFix("Docker", "Docker", "x"),))
+    assert reach.combine(routed, only_docker) is routed
+    ufw = Verdict(Reach.ICMP, "ufw", (), (GateFix("ufw", "ufw", "ufw route allow ..."),))
+    assert reach.combine(Verdict(Reach.ALL, "no rules"), ufw) is ufw
+    nat = Verdict(Reach.NONE, "raw drop")
+    assert reach.combine(nat, ufw) is nat
+    # Docker's nftables backend: its ip6tables verdict says all, the replay says less.
+    nft_docker = Verdict(
+        Reach.NONE, "", (), (GateFix("Docker (nft table ip6 docker)", "Docker", "x"),)
+    )
+    assert reach.combine(Verdict(Reach.ALL, "no ip6tables"), nft_docker) is nft_docker
+
+
+def test_stored_verdicts_round_trip() -> None:
+    v = Verdict(Reach.PORTS, "why", (80,), (GateFix("ufw", "ufw", "fix"),))
+    stored = json.loads(json.dumps(pathjudge._store({"2001:db8::5": v}, ("ufw",), "")))
+    assert pathjudge._load(stored) == ({"2001:db8::5": v}, ("ufw",), "")
+
+
+def test_route_devices_from_proc() -> None:
+    # Lines as /proc/net/ipv6_route has them, cut to what adapters.firewalls keeps.
+    text = (
+        "20010db80000000000000000000a71a0 7d br-0123456789ab\n"
+        "20010db8000000000000000000000000 40 uplink0\n"
+        "00000000000000000000000000000000 00 uplink0\n"
+    )
+    assert pathjudge.route_devices(text) == [
+        (IPv6Network("2001:db8::a:71a0/125"), "br-0123456789ab"),
+        (IPv6Network("2001:db8::/64"), "uplink0"),
+    ]
+
+
+def _valid(packet: bytes) -> bool:
+    """Whether the upper-layer checksum of an IPv6 packet verifies (sums to zero)."""
+    src, dst, proto, payload = packet[8:24], packet[24:40], packet[6], packet[40:]
+    pseudo = src + dst + struct.pack("!I3xB", len(payload), proto)
+    return pathprobe._checksum(pseudo + payload) == 0
+
+
+def test_probes_are_well_formed() -> None:
+    lan, box = IPv6Address("2001:db8::7636"), IPv6Address("2001:db8::a:71a5")
+    for packet in (
+        pathprobe.echo_request(lan, box, 3),
+        pathprobe.echo_reply(box, lan, 3),
+        pathprobe.tcp_syn(lan, box, 40001, 80),
+        pathprobe.tcp_syn_ack(box, lan, 80, 40001),
+    ):
+        assert _valid(packet), packet.hex()
+        assert struct.unpack("!H", packet[4:6])[0] == len(packet) - 40
+    frame = b"\0" * 12 + struct.pack("!H", pathprobe.ETH_P_IPV6)
+    assert pathprobe.probe_key(frame + pathprobe.tcp_syn(lan, box, 40001, 80)) == (
+        str(box),
+        80,
+        40001,
+    )
+    assert pathprobe.probe_key(frame + pathprobe.echo_reply(box, lan, 3)) == (
+        str(lan),
+        "echo-reply",
+        3,
+    )
+    assert pathprobe.tcp_syn(lan, box, 1, 2)[6] == socket.IPPROTO_TCP
