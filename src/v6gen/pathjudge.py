@@ -141,7 +141,9 @@ def judge(
         if not rules.iptables_nft and gatekeepers.IPTABLES_NFT_TABLE.search(rules.nft):
             rules = replace(rules, iptables_nft=firewalls.iptables_nft())
         verdicts, keepers, note = _judge(firewalls, endpoints, docker, own, uplink, rules, routes)
-        firewalls.remember(key, _store(verdicts, keepers, note))
+        if all(v.reach is not Reach.UNKNOWN for v in verdicts.values()):
+            # A failed replay may pass (a tool missing for a moment): asked again next time.
+            firewalls.remember(key, _store(verdicts, keepers, note))
     return replace(facts, path_verdicts=verdicts, path_note=note, path_gatekeepers=keepers)
 
 
