@@ -100,7 +100,7 @@ def fix(keeper: Gatekeeper, uplink: str, target: Target) -> str:
             "established,related accept  # and in the file that loads the table at boot"
         )
     if keeper.kind == FIREWALLD:
-        return firewalld_fix(uplink, bridge, to)
+        return firewalld_fix(bridge, to)
     if keeper.kind == DOCKER:
         return firewall.fix_hint(target.network)
     if keeper.kind == IP6TABLES:
@@ -108,18 +108,20 @@ def fix(keeper: Gatekeeper, uplink: str, target: Target) -> str:
     return f"let packets from {uplink} to {to} through {keeper.name}"
 
 
-def firewalld_fix(uplink: str, bridge: str, to: IPv6Network | str) -> str:
-    """A policy from the uplink's zone to the bridge's (firewalld >= 0.9): with the bridge in
-    a zone of its own, `ANY` stands for whichever zone the uplink is in."""
-    policy = "v6gen-lan"
-    return (
-        f"firewall-cmd --permanent --zone=trusted --add-interface={bridge} && "
-        f"firewall-cmd --permanent --new-policy={policy} && "
-        f"firewall-cmd --permanent --policy={policy} --add-ingress-zone=ANY "
-        f"--add-egress-zone=trusted && "
-        f'firewall-cmd --permanent --policy={policy} --add-rich-rule=\'rule family="ipv6" '
-        f'destination address="{to}" accept\' && firewall-cmd --reload'
-        f"  # from {uplink}"
+def firewalld_fix(bridge: str, to: IPv6Network | str) -> str:
+    """The bridge in zone trusted, and a policy (firewalld >= 1.0) from any zone into it for
+    the network's addresses. firewalld accepts the replies itself (ct state established)."""
+    cmd, policy = "firewall-cmd --permanent", "--policy=v6gen-lan"
+    rule = f'rule family="ipv6" destination address="{to}" accept'
+    return " && ".join(
+        (
+            f"{cmd} --zone=trusted --add-interface={bridge}",
+            f"{cmd} --new-policy=v6gen-lan",
+            f"{cmd} {policy} --add-ingress-zone=ANY",
+            f"{cmd} {policy} --add-egress-zone=trusted",
+            f"{cmd} {policy} --add-rich-rule='{rule}'",
+            "firewall-cmd --reload",
+        )
     )
 
 

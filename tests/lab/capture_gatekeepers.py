@@ -21,12 +21,14 @@ from pathlib import Path
 from . import packages
 from .labhost import REPO, Lab, LabOptions
 from .test_gatekeepers import (
+    FIREWALL_PACKAGES,
     NFT_POLICY_DROP,
     PROBE,
     PUBLISHED,
     SUBNET,
     measured,
     probe_container,
+    start_firewalld,
 )
 
 
@@ -44,11 +46,28 @@ def _nft_drop(lab: Lab, bridge: str) -> None:
     lab.run("nft -f /tmp/policy-drop.nft")
 
 
+def _firewalld_fixed(lab: Lab, bridge: str) -> None:
+    start_firewalld(lab)
+    cmd, policy = "firewall-cmd --permanent", "--policy=v6gen-lan"
+    rule = f'rule family="ipv6" destination address="{SUBNET}" accept'
+    for args in (
+        f"--zone=trusted --add-interface={bridge}",
+        "--new-policy=v6gen-lan",
+        f"{policy} --add-ingress-zone=ANY",
+        f"{policy} --add-egress-zone=trusted",
+        f"{policy} --add-rich-rule='{rule}'",
+    ):
+        lab.run(f"{cmd} {args}")
+    lab.run("firewall-cmd --reload")
+
+
 CASES: dict[str, Callable[[Lab, str], None]] = {
     "bookworm-none": lambda lab, bridge: None,
     "bookworm-ufw": _ufw,
     "bookworm-ufw-route-allow": _ufw_fixed,
     "bookworm-nft-forward-drop": _nft_drop,
+    "bookworm-firewalld": lambda lab, bridge: start_firewalld(lab),
+    "bookworm-firewalld-policy": _firewalld_fixed,
 }
 
 
@@ -84,7 +103,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "tests/fixtures/gatekeepers")
     ap.add_argument("cases", nargs="*", default=list(CASES))
     args = ap.parse_args()
-    packages.ensure_packages(("ufw", "nftables"))
+    packages.ensure_packages(FIREWALL_PACKAGES)
     for name in args.cases:
         print(f"captured {capture(name, args.out)}")
 

@@ -11,6 +11,8 @@ the container at PROBE listening on a published port (80) and an unpublished one
 | ufw + v6gen's `ufw route allow` line  | yes  | yes       | yes         | all               |
 | nft `inet filter` forward policy drop | no   | no        | no          | none, exit 9, nft |
 | the same + v6gen's two `nft insert rule`s | yes | yes     | yes         | all               |
+| firewalld (nftables, zone public)     | no   | no        | no          | none, exit 9, firewalld |
+| firewalld + v6gen's zone and policy   | yes  | yes       | yes         | all               |
 
 The nftables rows again on trixie (docker.io 26.1, no IPv6 rules either) and on sid with a
 `routed` network (docker.io 28.5 filters IPv6 itself): there the fix lets in what Docker lets
@@ -30,7 +32,7 @@ import pytest
 from . import packages
 from .conftest import MakeLab
 from .image import IMAGE
-from .labhost import INSTALLED_ENV, Lab
+from .labhost import INSTALLED_ENV, Lab, poll
 
 pytestmark = [
     pytest.mark.lab,
@@ -55,10 +57,26 @@ NFT_POLICY_DROP = """table inet filter {
 """
 
 
+FIREWALL_PACKAGES = ("ufw", "nftables", "firewalld")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _firewall_tools() -> None:
-    # The machine's own Debian packages, as the lab installs its daemons (CI starts fresh).
-    packages.ensure_packages(("ufw", "nftables"))
+    # The machine's own Debian packages, as the lab installs its daemons (CI starts fresh;
+    # maintainer scripts start no service: packages.ensure_packages).
+    packages.ensure_packages(FIREWALL_PACKAGES)
+
+
+def start_firewalld(lab: Lab) -> None:
+    """Debian's firewalld with its defaults (nftables backend, default zone public) on the
+    lab's own D-Bus, after dockerd, as the issue found it; stopped with the lab."""
+    argv = ["firewalld", "--nofork", "--nopid", "--log-target=console"]
+    lab.host.spawn("firewalld", argv)
+
+    def running() -> bool:
+        return lab.run("firewall-cmd --state", check=False).stdout.strip() == "running"
+
+    assert poll(running, timeout=60), lab.logs()
 
 
 def probe_container(lab: Lab, mode: str | None = None) -> str:
@@ -189,4 +207,24 @@ def test_nft_forward_policy_drop(make_lab: MakeLab, row: NftRow) -> None:
     assert measured(lab) == row.fixed, f"after `{rule}`"
     assert lan_column(lab) == row.lan
     assert [c["level"] for c in gatekeeper_checks(lab, keeper)] == ["ok"]
+    assert lab.v6gen("sync").returncode == 0
+
+
+def test_firewalld_on_bookworm(make_lab: MakeLab) -> None:
+    lab = make_lab()
+    bridge = probe_container(lab)
+    start_firewalld(lab)
+    res = lab.v6gen("sync")
+    assert measured(lab) == (False, False, False), "firewalld's default zone: nothing forwarded"
+    assert res.returncode == EXIT_BLOCKED, f"sync exit {res.returncode}\n{res.stderr}"
+    fix = fix_line(res.stderr, "firewalld")
+    assert f"--zone=trusted --add-interface={bridge}" in fix, fix
+    assert f'destination address="{SUBNET}" accept' in fix, fix
+    assert lan_column(lab) == "none"
+    assert [c["level"] for c in gatekeeper_checks(lab, "firewalld")] == ["warn"]
+
+    lab.run(fix)
+    assert measured(lab) == (True, True, True), f"after `{fix}`"
+    assert lan_column(lab) == "all"
+    assert [c["level"] for c in gatekeeper_checks(lab, "firewalld")] == ["ok"]
     assert lab.v6gen("sync").returncode == 0

@@ -67,6 +67,23 @@ def test_nft_table_with_forward_policy_drop() -> None:
     )
 
 
+def test_firewalld_is_its_table() -> None:
+    assert [k.name for k in keepers("bookworm-firewalld")] == ["firewalld"]
+    (keeper,) = keepers("bookworm-firewalld")
+    assert (keeper.kind, keeper.table, keeper.chain) == (
+        "firewalld",
+        "inet firewalld",
+        "filter_FORWARD",
+    )
+
+
+def test_firewalld_fix_names_bridge_and_subnet() -> None:
+    fix = reach.fix(Gatekeeper("firewalld", "firewalld"), "uplink0", TARGET)
+    assert "--zone=trusted --add-interface=br-0123456789ab" in fix
+    assert 'destination address="2001:db8::a:71a0/125" accept' in fix
+    assert fix.endswith("firewall-cmd --reload")
+
+
 def test_admin_rules_beside_docker_are_their_own_gatekeeper() -> None:
     save = (
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n"
