@@ -45,6 +45,7 @@ CONTAINER_MAC = "02:76:36:00:01:01"
 BRIDGE_MAC = bytes.fromhex("02763602")  # + the bridge's number
 LAN_PEER = "v6g-lan"
 READY_WAIT = 10.0  # only bounds a link that never comes up
+READY_TRY = 0.05  # one frame's wait before it is sent again: a lost frame never arrives
 END_WAIT = 10.0  # only bounds a kernel that never delivers the end marker; never reached
 TOOL_TIMEOUT = 20.0
 ECHO_ID = 0x7636
@@ -170,27 +171,39 @@ def _links(req: dict[str, Any]) -> None:
 
 
 def _wait_ready(req: dict[str, Any]) -> None:
-    """Until every link has its real queue: a veth brought up transmits through noop_qdisc,
-    which drops everything, until the kernel's linkwatch work activates it (asynchronously, so
-    later on a busy machine)."""
-    names = {req["uplink"], LAN_PEER}
-    for bridge, (peer, _) in _bridge_peers(req).items():
-        names |= {bridge, peer}
+    """Until every link passes frames both ways. A veth just brought up drops what it is
+    given to send until the kernel has activated it (linkwatch, asynchronous: later on a busy
+    machine), and `ip link` showing it up is not proof: a frame seen arriving at the other end
+    is. Each pair is tried again until then, within READY_WAIT."""
+    pairs = [(LAN_PEER, req["uplink"])]
+    pairs += [(bridge, peer) for bridge, (peer, _) in _bridge_peers(req).items()]
     deadline = time.monotonic() + READY_WAIT
-    while True:
-        done = subprocess.run(
-            ["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=TOOL_TIMEOUT
-        )
-        waiting = {
-            name.split("@")[0]
-            for name, rest in (ln.split(": ", 2)[1:3] for ln in done.stdout.splitlines())
-            if "qdisc noop" in rest or ",LOWER_UP" not in rest
-        }
-        if not names & waiting:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"links not ready: {', '.join(sorted(names & waiting))}")
-        time.sleep(0.005)
+    for a, b in pairs:
+        for src, dst in ((a, b), (b, a)):
+            while not _passes(src, dst):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"link {src} passes no frame to {dst}")
+
+
+def _passes(src: str, dst: str) -> bool:
+    """Whether a frame sent on `src` arrives at `dst` within a moment (one try)."""
+    listen = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_END))
+    listen.bind((dst, 0))
+    marker = f"v6gen ready {src}".encode().ljust(46, b"\0")
+    try:
+        with _sender(src) as sock:
+            sock.send(b"\xff" * 6 + SOURCE_MAC + struct.pack("!H", ETH_P_END) + marker)
+        deadline = time.monotonic() + READY_TRY
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([listen], [], [], left)
+            if not ready:
+                return False
+            frame, addr = listen.recvfrom(65535)
+            if addr[2] != PACKET_OUTGOING and frame[14:].startswith(marker):
+                return True
+        return False
+    finally:
+        listen.close()
 
 
 def _load(rnd: dict[str, Any]) -> None:

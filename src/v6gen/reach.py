@@ -203,7 +203,16 @@ def judge(
         forwards = base.get(i) == sent
         got: frozenset[str | int] = alls.get(i, frozenset())
         lost = sent - got
-        keepers = tuple(k for k, passed in alone.items() if lost - passed.get(i, frozenset()))
+        # What Docker's own rules block is Docker's call (its gateway mode says what it lets
+        # in): other gatekeepers are named only for what Docker alone would let through.
+        by_docker = frozenset().union(
+            *(lost - p.get(i, frozenset()) for k, p in alone.items() if k.kind == DOCKER)
+        )
+        keepers = tuple(
+            k
+            for k, passed in alone.items()
+            if (lost if k.kind == DOCKER else lost - by_docker) - passed.get(i, frozenset())
+        )
         # The network's subnet is one for all its containers (an address outside it is its own).
         alone_subnet = t.address if t.subnet is None else None
         key = (t.network, t.bridge, alone_subnet, t.published, forwards, got, keepers)

@@ -153,6 +153,23 @@ def networkd_247() -> Path:
     return root
 
 
+def release_debs(suite: str, names: tuple[str, ...], status: Path) -> list[Path]:
+    """The .debs of `names` and of every dependency a system whose dpkg status file is
+    `status` (a cached release tree's) lacks, from the machine's mirror's `suite`, downloaded
+    once into the cache: for dpkg -i into that release's lab, whose root is the lab's overlay
+    (e.g. ufw, which the cached root filesystems leave out)."""
+    debs = CACHE_DIR / f"debs-{suite}-{'-'.join(names)}"
+    if not any(debs.glob("*.deb")):
+        (debs / "partial").mkdir(parents=True, exist_ok=True)
+        _apt(
+            _suite_apt(suite),
+            "-o", f"Dir::State::status={status}",
+            "-o", f"Dir::Cache::archives={debs}",
+            "install", "--download-only", "--no-install-recommends", "-y", *names,
+        )  # fmt: skip
+    return sorted(debs.glob("*.deb"))
+
+
 def networkd_257() -> Path:
     """Root of trixie's systemd 257 (usr/lib/systemd/systemd-networkd, usr/bin/networkctl) with
     its libraries and glibc. Run its programs through trixie_argv(): trixie's loader, told to

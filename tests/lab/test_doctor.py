@@ -51,6 +51,7 @@ HEALTHY = {
     "docker",
     "engine",
     "docker firewall",
+    "firewalls",  # issue 20: no IPv6 firewall rules on the forward path
     "proxy_ndp all",
     "hook data",
     "uplink uplink0",

@@ -14,7 +14,8 @@ the container at PROBE listening on a published port (80) and an unpublished one
 | firewalld (nftables, zone public)     | no   | no        | no          | none, exit 9, firewalld |
 | firewalld + v6gen's zone and policy   | yes  | yes       | yes         | all               |
 
-The nftables rows again on trixie (docker.io 26.1, no IPv6 rules either) and on sid with a
+ufw on trixie and sid (their own ufw 0.36.2 .deb, installed into the lab), and the nftables
+rows again on trixie (docker.io 26.1, no IPv6 rules either) and on sid with a
 `routed` network (docker.io 28.5 filters IPv6 itself): there the fix lets in what Docker lets
 in, ICMPv6 and the published port, and v6gen says `published`.
 """
@@ -29,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from . import packages
+from . import packages, rootfs
 from .conftest import MakeLab
 from .image import IMAGE
 from .labhost import INSTALLED_ENV, Lab, poll
@@ -136,6 +137,56 @@ def fix_line(stderr: str, gatekeeper: str) -> str:
     hint = lines[at[0] + 1]
     assert hint.startswith("hint: "), stderr
     return hint.removeprefix("hint: ")
+
+
+def expected_lan(seen: tuple[bool, bool, bool]) -> str:
+    """The LAN column that says what the LAN neighbour measured (ping, published port,
+    unpublished port): v6gen must say no more and no less."""
+    ping, published, unpublished = seen
+    if unpublished:
+        return "all"
+    if published:
+        return "published"
+    return "icmp" if ping else "none"
+
+
+def install_release_ufw(lab: Lab, suite: str) -> None:
+    """The release's own ufw (the cached trees leave it out), into the lab's overlay root."""
+    names = []
+    status = rootfs.path(suite) / "var/lib/dpkg/status"
+    for deb in packages.release_debs(suite, ("ufw",), status):
+        lab.path(f"/tmp/{deb.name}").write_bytes(deb.read_bytes())
+        names.append(f"/tmp/{deb.name}")
+    lab.run(f"DEBIAN_FRONTEND=noninteractive dpkg -i {' '.join(names)}")
+
+
+@pytest.mark.parametrize(
+    ("release", "mode"), [("trixie", None), ("sid", "routed")], ids=["trixie", "sid"]
+)
+def test_ufw_on_other_releases(make_lab: MakeLab, release: str, mode: str | None) -> None:
+    """trixie's docker.io 26.1 writes no IPv6 rules, sid's 28.5 does (a `routed` network: its
+    default `nat` drops everything itself). Whatever ufw and Docker let through together, v6gen
+    says exactly that, names ufw where ufw blocks, and its line gives back what Docker alone
+    lets through."""
+    lab = make_lab(release=release)
+    install_release_ufw(lab, release)
+    bridge = probe_container(lab, mode)
+    assert lab.v6gen("sync").returncode == 0
+    docker_only = measured(lab)
+    assert lan_column(lab) == expected_lan(docker_only)
+
+    lab.run("ufw --force enable")
+    with_ufw = measured(lab)
+    res = lab.v6gen("sync")
+    assert lan_column(lab) == expected_lan(with_ufw), res.stderr
+    if with_ufw == docker_only:
+        assert "warning: ufw" not in res.stderr, res.stderr
+        return
+    fix = fix_line(res.stderr, "ufw")
+    assert fix == f"ufw route allow in on uplink0 out on {bridge} to {SUBNET}"
+    lab.run(fix)
+    assert measured(lab) == docker_only, f"after `{fix}`"
+    assert lan_column(lab) == expected_lan(docker_only)
 
 
 def test_ufw_on_bookworm(make_lab: MakeLab) -> None:
