@@ -156,7 +156,7 @@ def _docker_networks(
         check = f"docker network {name}"
         if name in gated and name not in blocked:
             g = gated[name]
-            why = f"the LAN reaches {g.lan} of its containers: {g.blocker.gatekeeper} blocks it"
+            why = f"LAN reach {g.lan} for its containers: {g.blocker.gatekeeper} blocks the rest"
             out.append(Check(check, Level.WARN, why, g.blocker.fix))
             continue
         if name in blocked:
@@ -212,7 +212,7 @@ def _gatekeepers(facts: HostFacts, plan: Plan) -> list[Check]:
         for g in found:
             n = len(g.addresses)
             what = f"{n} address{'es' if n != 1 else ''} of docker network {g.network}"
-            why = f"keeps the LAN from {what}: it reaches {g.lan}"
+            why = f"keeps the LAN from {what}: LAN reach {g.lan}"
             out.append(Check(f"gatekeeper {name}", Level.WARN, why, g.blocker.fix))
     if not facts.path_gatekeepers:
         out.append(_ok("firewalls", "no IPv6 firewall rules on the forward path"))

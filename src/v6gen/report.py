@@ -81,7 +81,7 @@ def gated_lines(plan: Plan) -> list[str]:
         who = ", ".join(f"{a.address} ({a.container})" for a in g.addresses)
         lines += [
             f"warning: {g.blocker.gatekeeper} keeps the LAN from docker network {g.network}: "
-            f"it reaches {g.lan} of {who}",
+            f"LAN reach {g.lan} for {who}",
             f"hint: {g.blocker.fix}",
         ]
     return lines

@@ -9,14 +9,20 @@ import json
 import socket
 import struct
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
-from v6gen import gatekeepers, pathjudge, pathprobe, reach
+from v6gen import discover, firewall, gatekeepers, pathjudge, pathprobe, reach, report
+from v6gen.apply import Changes
+from v6gen.config import Config
+from v6gen.engine import Outcome
+from v6gen.errors import ExitCode
 from v6gen.gatekeepers import Gatekeeper, Ruleset
-from v6gen.model import GateFix, Reach, Verdict
+from v6gen.model import DockerFacts, GateFix, HostFacts, LinkFacts, Plan, Reach, Verdict
+from v6gen.plan import make_plan
+from v6gen.state import State
 
 CAPTURED = Path(__file__).resolve().parents[1] / "fixtures/gatekeepers"
 
@@ -261,3 +267,59 @@ def test_probes_are_well_formed() -> None:
         3,
     )
     assert pathprobe.tcp_syn(lan, box, 1, 2)[6] == socket.IPPROTO_TCP
+
+
+def _plan_with(verdict: Verdict) -> tuple[Plan, str]:
+    """bookworm's docker.io 20.10 (no IPv6 rules: Docker says `all`) and its container, with
+    `verdict` from the replay for the container's address."""
+    d = CAPTURED.parent / "docker/firewall/bookworm-20.10.24"
+    endpoints = discover.endpoints_from_list(json.loads((d / "containers.json").read_text()))
+    docker = DockerFacts(
+        "20.10.24", discover.networks_from_list(json.loads((d / "networks.json").read_text()))
+    )
+    rules = firewall.parse_ip6tables_save((d / "ip6tables-save.txt").read_text())
+    link = LinkFacts(
+        "uplink0", True, (IPv6Network("2001:db8::/64"),), PurePosixPath("/x.network"), True
+    )
+    (ep,) = [e for e in endpoints if e.address == "2001:db8::a:71a5"]
+    facts = HostFacts(
+        "uplink0", {"uplink0": link}, 252, ip6_filter=rules, path_verdicts={ep.address: verdict}
+    )
+    return make_plan([ep], Config(), facts, docker), ep.network
+
+
+NOTHING = Changes({}, {}, frozenset(), frozenset(), {}, State(), State())
+UFW_FIX = GateFix("ufw", "ufw", "ufw route allow in on uplink0 out on br-x to 2001:db8::a:71a0/125")
+
+
+def test_a_host_firewall_blocking_all_but_icmp_is_proxied_warned_exit_9() -> None:
+    plan, network = _plan_with(Verdict(Reach.ICMP, "", (), (UFW_FIX,)))
+    (entry,) = plan.uplinks[0].entries
+    assert entry.lan == "icmp" and not plan.blocked
+    (gated,) = plan.gated
+    assert (gated.network, gated.blocker, gated.lan, gated.nothing) == (
+        network,
+        UFW_FIX,
+        "icmp",
+        True,
+    )
+    outcome = Outcome(plan, NOTHING, dry_run=True)
+    assert outcome.exit_code is ExitCode.FIREWALL
+    warning, hint = report.gated_lines(plan)
+    assert warning.startswith(f"warning: ufw keeps the LAN from docker network {network}:")
+    assert hint == f"hint: {UFW_FIX.fix}"
+    assert report.gated_json(plan)[0]["fix"] == UFW_FIX.fix
+
+
+def test_some_ports_reachable_is_warned_but_exit_0() -> None:
+    plan, _ = _plan_with(Verdict(Reach.PORTS, "", (443,), (UFW_FIX,)))
+    (entry,) = plan.uplinks[0].entries
+    assert entry.lan == "ports:443"
+    assert [g.nothing for g in plan.gated] == [False]
+    assert Outcome(plan, NOTHING, dry_run=True).exit_code is ExitCode.OK
+
+
+def test_without_a_replay_docker_alone_decides() -> None:
+    plan, _ = _plan_with(Verdict(Reach.ALL, "the LAN reaches every port"))
+    (entry,) = plan.uplinks[0].entries
+    assert (entry.lan, plan.gated) == ("all", ())
