@@ -71,7 +71,7 @@ def normalize(text: str) -> str:
 class Gatekeeper:
     kind: str  # UFW, DOCKER, FIREWALLD, PODMAN, NFT, IP6TABLES
     name: str  # as the user knows it: "ufw", "nft table inet filter, chain forward", ...
-    table: str = ""  # nftables: "inet filter"
+    table: str = ""  # nftables: "inet filter"; ip6tables rules: the tool that edits them
     chain: str = ""  # nftables: the forward hook's base chain
 
 
@@ -205,7 +205,9 @@ def rounds(rules: Ruleset) -> list[Round]:
         owners, policy = _ipt_owners(save)
         for owner in sorted(owners):
             only = _ipt_only(save, owner, policy)
-            keeper = Gatekeeper(owner, owner if owner != IP6TABLES else "ip6tables rules")
+            # The tool that edits this world's rules, for the fix: ip6tables-legacy or ip6tables.
+            tool = "ip6tables-legacy" if world == "legacy" else "ip6tables"
+            keeper = Gatekeeper(owner, owner if owner != IP6TABLES else f"{tool} rules", tool)
             if world == "legacy":
                 found.append(Round(f"{world}:{owner}", legacy=only, gatekeeper=keeper))
             else:

@@ -169,6 +169,12 @@ def _judge(
     )
     if not targets:
         return {}, keepers, note
+    whole = next(r for r in rounds if r.name == "all")
+    if not (whole.legacy or whole.iptables_nft or whole.nft):
+        # No IPv6 rules anywhere on the path: nothing to ask the kernel (and no process to
+        # start on the many hosts without a host firewall).
+        clear = Verdict(Reach.ALL, "no IPv6 firewall rules on the forward path")
+        return {t.wire: clear for t in targets}, keepers, note
     source = _lan_source(own, {t.address for t in targets})
     request = reach.Request(uplink, own, source, targets)
     answer = firewalls.replay(request.to_json(rounds)).get("rounds", {})

@@ -104,7 +104,13 @@ def fix(keeper: Gatekeeper, uplink: str, target: Target) -> str:
     if keeper.kind == DOCKER:
         return firewall.fix_hint(target.network)
     if keeper.kind == IP6TABLES:
-        return f"ip6tables -I FORWARD -i {uplink} -o {bridge} -d {to} -j ACCEPT (and save it)"
+        # Both ways, as for nftables: a FORWARD policy DROP also drops the replies.
+        tool = keeper.table or "ip6tables"
+        return (
+            f"{tool} -I FORWARD -i {uplink} -o {bridge} -d {to} -j ACCEPT && {tool} -I FORWARD "
+            f"-i {bridge} -o {uplink} -s {to} -m conntrack --ctstate ESTABLISHED,RELATED "
+            "-j ACCEPT  # and save them where the rules are loaded at boot"
+        )
     return f"let packets from {uplink} to {to} through {keeper.name}"
 
 

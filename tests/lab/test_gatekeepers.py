@@ -13,6 +13,8 @@ the container at PROBE listening on a published port (80) and an unpublished one
 | the same + v6gen's two `nft insert rule`s | yes | yes     | yes         | all               |
 | firewalld (nftables, zone public)     | no   | no        | no          | none, exit 9, firewalld |
 | firewalld + v6gen's zone and policy   | yes  | yes       | yes         | all               |
+| ip6tables-legacy FORWARD policy DROP  | no   | no        | no          | none, exit 9      |
+| the same + v6gen's two `-I FORWARD`s  | yes  | yes       | yes         | all               |
 
 ufw on trixie and sid (their own ufw 0.36.2 .deb, installed into the lab), and the nftables
 rows again on trixie (docker.io 26.1, no IPv6 rules either) and on sid with a
@@ -278,4 +280,25 @@ def test_firewalld_on_bookworm(make_lab: MakeLab) -> None:
     assert measured(lab) == (True, True, True), f"after `{fix}`"
     assert lan_column(lab) == "all"
     assert [c["level"] for c in gatekeeper_checks(lab, "firewalld")] == ["ok"]
+    assert lab.v6gen("sync").returncode == 0
+
+
+def test_ip6tables_legacy_policy_drop_on_bookworm(make_lab: MakeLab) -> None:
+    """The admin's own rules in iptables-legacy (beside Docker's iptables-nft): a FORWARD
+    policy DROP, then the two rules v6gen names."""
+    lab = make_lab()
+    bridge = probe_container(lab)
+    lab.run("ip6tables-legacy -P FORWARD DROP")
+    res = lab.v6gen("sync")
+    assert measured(lab) == (False, False, False)
+    assert res.returncode == EXIT_BLOCKED, f"sync exit {res.returncode}\n{res.stderr}"
+    fix = fix_line(res.stderr, "ip6tables-legacy rules")
+    assert fix.startswith(
+        f"ip6tables-legacy -I FORWARD -i uplink0 -o {bridge} -d {SUBNET} -j ACCEPT && "
+    ), fix
+    assert lan_column(lab) == "none"
+
+    lab.run(fix)
+    assert measured(lab) == (True, True, True), f"after `{fix}`"
+    assert lan_column(lab) == "all"
     assert lab.v6gen("sync").returncode == 0
