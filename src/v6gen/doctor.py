@@ -207,7 +207,13 @@ def _gatekeepers(facts: HostFacts, plan: Plan) -> list[Check]:
         by_keeper.setdefault(g.blocker.gatekeeper, []).append(g)
     for name in facts.path_gatekeepers:
         if name not in by_keeper:
-            out.append(_ok(f"gatekeeper {name}", "lets the LAN reach every proxied address"))
+            out.append(
+                _ok(
+                    f"gatekeeper {name}",
+                    "blocks none of the LAN's packets to proxied addresses "
+                    "(Docker's own filter aside)",
+                )
+            )
     for name, found in sorted(by_keeper.items()):
         for g in found:
             n = len(g.addresses)

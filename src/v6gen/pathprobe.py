@@ -6,14 +6,16 @@ Each round happens in a network namespace of its own, made here and gone when th
 a veth named like the host's uplink (its peer plays the LAN), one veth per bridge named like the
 host's bridge, the host's uplink address and routes to the container addresses; then the round's
 rules (ip6tables-legacy-restore, ip6tables-nft-restore, `nft -f`) and the LAN-shaped packets: an
-ICMPv6 echo request and a TCP SYN per port, written as Ethernet frames into the LAN end. A
-probe passed when the kernel transmitted it on a bridge.
+ICMPv6 echo request and a TCP SYN per port, written as Ethernet frames into the LAN end; then,
+for each that the kernel transmitted on a bridge, the container's answer (echo reply, SYN-ACK)
+written into the bridge's other end. A probe passed when its answer left through the uplink.
 
 When to stop listening is an event, not a clock: the process is pinned to one CPU, so every
 frame it sends queues on that CPU's backlog and is processed in order, a forwarded probe's
 transmission included (permanent neighbour entries, noqueue veths: nothing waits). A last
 frame of an ethertype netfilter never sees marks the end: once the uplink has received it,
-every probe before it has been forwarded or dropped.
+every probe before it has been forwarded or dropped. Before that, every link must have passed
+a frame to its peer (_wait_ready): a veth just brought up drops what it is given at first.
 
 Stdlib only, and nothing here touches the host's own namespace: the rules are replayed, never
 changed where they are in force.
