@@ -100,6 +100,7 @@ ROWS = (
         "<= 0.5, 0 writes/reloads", _noop_ok),
     Row("firewall_judge_noop_1000_ms", "judging the firewalls, in that no-op", "ms",
         "<= 30", _le("firewall_judge_noop_1000_ms", 30)),
+    Row("firewall_judge_noop_1000_no_rules_ms", "  the same, no host firewall", "ms"),
     Row("firewall_judge_sync_difference_1000_ms", "  no-op sync with - without judging (ufw)",
         "ms"),
     Row("firewall_judge_cold_1000_ms", "a new ruleset: replay of 1,000 addresses", "ms"),

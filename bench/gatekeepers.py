@@ -3,7 +3,8 @@ firewalls adds to a no-op sync of 1,000 containers, side by side in one run.
 
 Lab: networkd 252, the Docker replay of sync_scale (1,000 containers on 10 /120 networks in the
 uplink's prefix), each network routed to a veth of its own named like a Docker bridge, and
-Debian's ufw enabled (so there are rules to read and every address is judged: ICMPv6 only).
+Debian's ufw enabled (so there are rules to read and every address is judged: ICMPv6 only);
+judging alone is also timed before ufw is enabled (no IPv6 rules: no replay at all).
 Inside the lab, `python -m bench.gatekeepers` runs engine.sync in one process, alternating a
 sync without the firewall adapter (Docker's ip6tables verdict only, as before issue 20) and one
 with it as the CLI builds it (a fresh HostFirewalls with its cache file, as a new process has):
@@ -79,10 +80,14 @@ def _judge_ms() -> list[float]:
 
 
 def main() -> int:
-    """Inside the lab: the side-by-side timings, as JSON on stdout."""
+    """Inside the lab: the side-by-side timings, as JSON on stdout ("judge-only": just the
+    judging, for the host before ufw is enabled)."""
     from v6gen.paths import Paths
 
     _sync_ms(True)  # converge: entries, files, the cache file
+    if sys.argv[1:] == ["judge-only"]:
+        json.dump({"judge": _judge_ms()}, sys.stdout)
+        return 0
     without: list[float] = []
     with_: list[float] = []
     problems: list[str] = []
@@ -135,14 +140,19 @@ def run(workdir: Path) -> Any:
             lab.run(f"ip link add {bridge} type veth peer name bench-peer{k}")
             lab.run(f"ip link set {bridge} up")
             lab.run(f"ip -6 route add 2001:db8::{0x100 + k:x}:0/120 dev {bridge}")
-        lab.run("ufw --force enable")
+        path = f"PYTHONPATH={REPO / 'src'}:{REPO}"
+        cmd = [*lab.host.prefix(), *py_env(), path, sys.executable, "-m", "bench.gatekeepers"]
         with Replay(lab.path(SOCKET), {"/containers/json": listing, **inspects}):
-            path = f"PYTHONPATH={REPO / 'src'}:{REPO}"
-            cmd = [*lab.host.prefix(), *py_env(), path, sys.executable, "-m", "bench.gatekeepers"]
+            plain, _ = timed_run([*cmd, "judge-only"], bound=600, check=False)
+            lab.run("ufw --force enable")
             res, _ = timed_run(cmd, bound=600, check=False)
-        if res.returncode != 0:
-            raise RuntimeError(f"bench.gatekeepers exit {res.returncode}\n{res.stderr[-3000:]}")
+        for done in (plain, res):
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"bench.gatekeepers exit {done.returncode}\n{done.stderr[-3000:]}"
+                )
         out = json.loads(res.stdout)
+        out["plain"] = json.loads(plain.stdout)["judge"]
     finally:
         lab.stop()
     added = statistics.median(out["with"]) - statistics.median(out["without"])
@@ -154,6 +164,7 @@ def run(workdir: Path) -> Any:
         sec.notes.append(f"gatekeepers: {sorted(set(out['problems']))}")
     sec.metrics.update(
         firewall_judge_noop_1000_ms=rnd(statistics.median(out["judge"]), 1),
+        firewall_judge_noop_1000_no_rules_ms=rnd(statistics.median(out["plain"]), 1),
         firewall_judge_sync_difference_1000_ms=rnd(added, 1),
         firewall_judge_cold_1000_ms=rnd(
             statistics.median(out["cold"]) - statistics.median(out["without"]), 1
@@ -164,6 +175,7 @@ def run(workdir: Path) -> Any:
         sync_noop_1000_with_firewalls_ms=summary(out["with"], 1),
         sync_1000_cold_replay_ms=summary(out["cold"], 1),
         pathjudge_1000_ms=summary(out["judge"], 1),
+        pathjudge_1000_no_host_firewall_ms=summary(out["plain"], 1),
         gated_addresses=out["gated"],
     )
     return sec

@@ -172,40 +172,59 @@ def _links(req: dict[str, Any]) -> None:
     _run(["ip", "-batch", "-"], "\n".join(lines) + "\n")
 
 
-def _wait_ready(req: dict[str, Any]) -> None:
+class Wire:
+    """One round's two packet sockets: one that hears every link of the namespace, one that
+    sends on any (an AF_PACKET socket costs an RCU grace period, ~10 ms, to close: two per
+    round, not one per link)."""
+
+    def __init__(self) -> None:
+        self.listen = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.listen.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+        self.out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        self.ends = 0
+
+    def send(self, ifname: str, mac: bytes, ethertype: int, payload: bytes) -> None:
+        self.out.sendto(mac + SOURCE_MAC + struct.pack("!H", ethertype) + payload, (ifname, 0))
+
+    def heard(self, wait: float) -> tuple[bytes, str, int] | None:
+        """(frame, interface, packet type) of the next frame, None after `wait` seconds."""
+        ready, _, _ = select.select([self.listen], [], [], wait)
+        if not ready:
+            return None
+        frame, addr = self.listen.recvfrom(65535)  # addr: (interface, protocol, type, ...)
+        return frame, addr[0], addr[2]
+
+    def close(self) -> None:
+        self.listen.close()
+        self.out.close()
+
+
+def _wait_ready(req: dict[str, Any], wire: Wire) -> None:
     """Until every link passes frames both ways. A veth just brought up drops what it is
     given to send until the kernel has activated it (linkwatch, asynchronous: later on a busy
     machine), and `ip link` showing it up is not proof: a frame seen arriving at the other end
-    is. Each pair is tried again until then, within READY_WAIT."""
-    pairs = [(LAN_PEER, req["uplink"])]
-    pairs += [(bridge, peer) for bridge, (peer, _) in _bridge_peers(req).items()]
-    deadline = time.monotonic() + READY_WAIT
-    for a, b in pairs:
+    is. Frames not seen within READY_TRY are sent again, within READY_WAIT."""
+    pending: dict[bytes, tuple[str, str]] = {}
+    links = [(LAN_PEER, req["uplink"])]
+    links += [(bridge, peer) for bridge, (peer, _) in _bridge_peers(req).items()]
+    for a, b in links:
         for src, dst in ((a, b), (b, a)):
-            while not _passes(src, dst):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"link {src} passes no frame to {dst}")
-
-
-def _passes(src: str, dst: str) -> bool:
-    """Whether a frame sent on `src` arrives at `dst` within a moment (one try)."""
-    listen = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_END))
-    listen.bind((dst, 0))
-    marker = f"v6gen ready {src}".encode().ljust(46, b"\0")
-    try:
-        with _sender(src) as sock:
-            sock.send(b"\xff" * 6 + SOURCE_MAC + struct.pack("!H", ETH_P_END) + marker)
-        deadline = time.monotonic() + READY_TRY
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([listen], [], [], left)
-            if not ready:
-                return False
-            frame, addr = listen.recvfrom(65535)
-            if addr[2] != PACKET_OUTGOING and frame[14:].startswith(marker):
-                return True
-        return False
-    finally:
-        listen.close()
+            pending[f"v6gen ready {src}".encode().ljust(46, b"\0")] = (src, dst)
+    deadline = time.monotonic() + READY_WAIT
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"links pass no frame: {sorted(pending.values())}")
+        for marker, (src, _) in pending.items():
+            wire.send(src, b"\xff" * 6, ETH_P_END, marker)
+        until = time.monotonic() + READY_TRY
+        while pending and (left := until - time.monotonic()) > 0:
+            got = wire.heard(left)
+            if got is None:
+                break
+            frame, ifname, pkttype = got
+            hop = pending.get(frame[14:60])
+            if hop is not None and pkttype != PACKET_OUTGOING and ifname == hop[1]:
+                del pending[frame[14:60]]
 
 
 def _load(rnd: dict[str, Any]) -> None:
@@ -219,6 +238,7 @@ def _load(rnd: dict[str, Any]) -> None:
 
 
 def _exchange(
+    wire: Wire,
     sends: list[tuple[str, bytes, bytes]],
     end: tuple[str, bytes],
     watch: set[str],
@@ -227,43 +247,26 @@ def _exchange(
     """Send (interface, destination MAC, IPv6 packet) frames, then the end marker to (its
     receiving interface's peer, MAC); return wanted[key] of every frame transmitted on an
     interface in `watch` before the end marker arrived."""
-    listen = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    listen.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
-    out: dict[str, socket.socket] = {}
-    try:
-        for ifname, mac, packet in sends:
-            sock = out.get(ifname) or out.setdefault(ifname, _sender(ifname))
-            sock.send(mac + SOURCE_MAC + struct.pack("!H", ETH_P_IPV6) + packet)
-        end_if, end_mac = end
-        sock = out.get(end_if) or out.setdefault(end_if, _sender(end_if))
-        sock.send(end_mac + SOURCE_MAC + struct.pack("!H", ETH_P_END) + b"v6gen".ljust(46, b"\0"))
-        seen: list[list[Any]] = []
-        while True:
-            ready, _, _ = select.select([listen], [], [], END_WAIT)
-            if not ready:
-                raise RuntimeError("the end marker never arrived")
-            frame, addr = listen.recvfrom(65535)
-            ifname, pkttype = addr[0], addr[2]  # (interface name, protocol, packet type, ...)
-            if pkttype != PACKET_OUTGOING and frame[12:14] == struct.pack("!H", ETH_P_END):
-                if frame[:6] == end_mac:
-                    return seen
-            elif ifname in watch and pkttype == PACKET_OUTGOING:
-                key = probe_key(frame)
-                if key in wanted:
-                    seen.append(wanted.pop(key))
-    finally:
-        listen.close()
-        for sock in out.values():
-            sock.close()
+    for ifname, mac, packet in sends:
+        wire.send(ifname, mac, ETH_P_IPV6, packet)
+    wire.ends += 1
+    marker = f"v6gen end {wire.ends}".encode().ljust(46, b"\0")
+    wire.send(end[0], end[1], ETH_P_END, marker)
+    seen: list[list[Any]] = []
+    while True:
+        got = wire.heard(END_WAIT)
+        if got is None:
+            raise RuntimeError("the end marker never arrived")
+        frame, ifname, pkttype = got
+        if pkttype != PACKET_OUTGOING and frame[14:60] == marker:
+            return seen
+        if ifname in watch and pkttype == PACKET_OUTGOING:
+            key = probe_key(frame)
+            if key in wanted:
+                seen.append(wanted.pop(key))
 
 
-def _sender(ifname: str) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    sock.bind((ifname, 0))
-    return sock
-
-
-def _probe(req: dict[str, Any]) -> list[list[Any]]:
+def _probe(req: dict[str, Any], wire: Wire) -> list[list[Any]]:
     """The LAN's probes in through the uplink; then, for those that came out on a bridge, the
     container's replies back (a firewall that lets a SYN in but not its SYN-ACK out blocks
     the connection as surely: conntrack sees the reply as ESTABLISHED, as it would)."""
@@ -287,12 +290,12 @@ def _probe(req: dict[str, Any]) -> list[list[Any]]:
             replies[(i, int(port))] = (*peers[bridge], answer)
             back[(str(lan), sport, int(port))] = [i, int(port)]
     bridges = set(peers)
-    got_in = _exchange(inbound, (LAN_PEER, UPLINK_MAC), bridges, wanted)
+    got_in = _exchange(wire, inbound, (LAN_PEER, UPLINK_MAC), bridges, wanted)
     if not got_in:
         return []
     outbound = [replies[(i, probe)] for i, probe in got_in]
     first = outbound[0]
-    return _exchange(outbound, (first[0], first[1]), {req["uplink"]}, back)
+    return _exchange(wire, outbound, (first[0], first[1]), {req["uplink"]}, back)
 
 
 def main() -> int:
@@ -305,8 +308,12 @@ def main() -> int:
             _new_netns()
             _links(req)
             _load(rnd)
-            _wait_ready(req)
-            results[rnd["name"]] = {"passed": _probe(req)}
+            wire = Wire()
+            try:
+                _wait_ready(req, wire)
+                results[rnd["name"]] = {"passed": _probe(req, wire)}
+            finally:
+                wire.close()
         except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
             results[rnd["name"]] = {"error": str(exc)}
     json.dump({"rounds": results}, sys.stdout)
