@@ -368,6 +368,10 @@ def _gated(
             continue
         worst = min((v for _, v in kept), key=lambda v: REACH_ORDER.index(v.reach))
         nothing = any(v.reach in (Reach.ICMP, Reach.NONE) for _, v in kept)
-        addresses = tuple(sorted({a for a, _ in kept}))
+        # Sorted by number: BlockedAddress's own ordering compares IPv6Address objects, ~30 ms
+        # for the 1,000 addresses of a host behind ufw.
+        addresses = tuple(
+            sorted(set(a for a, _ in kept), key=lambda a: (int(a.address), a.container))
+        )
         out.append(Gated(network, blocker, worst.short, addresses, nothing))
     return tuple(out)

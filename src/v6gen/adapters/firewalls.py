@@ -43,14 +43,19 @@ class HostFirewalls:
     def __init__(self, cache_file: Path | None = None) -> None:
         self._cache: dict[str, dict[str, dict[str, Any]]] = {}
         self._file = cache_file
+        self._loaded = cache_file is None  # the file is read only when a replay needs it
         self._verdicts: dict[str, dict[str, Any]] = {}
-        if cache_file is not None:
-            try:
-                loaded = json.loads(cache_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                loaded = {}
-            if isinstance(loaded, dict):
-                self._cache.update({k: v for k, v in loaded.items() if isinstance(v, dict)})
+
+    def _load_cache(self) -> None:
+        if self._loaded or self._file is None:
+            return
+        self._loaded = True
+        try:
+            loaded = json.loads(self._file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(loaded, dict):
+            self._cache.update({k: v for k, v in loaded.items() if isinstance(v, dict)})
 
     def ruleset(self) -> Ruleset:
         """`nft list ruleset` (which shows ip6tables-nft's tables too: enough to tell a change)
@@ -112,6 +117,7 @@ class HostFirewalls:
         or {name: {"error": ...}}), from the cache for the targets it has seen."""
         setup = {k: v for k, v in request.items() if k != "targets"}
         key = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()
+        self._load_cache()
         known = self._cache.setdefault(key, {})
         targets = list(request["targets"])
         names = [_target_key(t) for t in targets]
