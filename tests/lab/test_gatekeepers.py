@@ -16,10 +16,11 @@ the container at PROBE listening on a published port (80) and an unpublished one
 | ip6tables-legacy FORWARD policy DROP  | no   | no        | no          | none, exit 9      |
 | the same + v6gen's two `-I FORWARD`s  | yes  | yes       | yes         | all               |
 
-ufw on trixie and sid (their own ufw 0.36.2 .deb, installed into the lab), and the nftables
-rows again on trixie (docker.io 26.1, no IPv6 rules either) and on sid with a
-`routed` network (docker.io 28.5 filters IPv6 itself): there the fix lets in what Docker lets
-in, ICMPv6 and the published port, and v6gen says `published`.
+ufw and firewalld on trixie and sid (their own .debs and the dependencies the cached trees
+lack, installed into the lab), and the nftables rows again on trixie (docker.io 26.1, no IPv6
+rules either) and on sid with a `routed` network (docker.io 28.5 filters IPv6 itself): there
+the fix lets in what Docker lets in, ICMPv6 and the published port, and v6gen says
+`published`.
 """
 
 from __future__ import annotations
@@ -152,14 +153,15 @@ def expected_lan(seen: tuple[bool, bool, bool]) -> str:
     return "icmp" if ping else "none"
 
 
-def install_release_ufw(lab: Lab, suite: str) -> None:
-    """The release's own ufw (the cached trees leave it out), into the lab's overlay root."""
+def install_release_package(lab: Lab, suite: str, package: str) -> None:
+    """The release's own package (the cached trees leave ufw and firewalld out) and what the
+    tree lacks of its dependencies, into the lab's overlay root: gone with the lab."""
     names = []
     status = rootfs.path(suite) / "var/lib/dpkg/status"
-    for deb in packages.release_debs(suite, ("ufw",), status):
+    for deb in packages.release_debs(suite, (package,), status):
         lab.path(f"/tmp/{deb.name}").write_bytes(deb.read_bytes())
         names.append(f"/tmp/{deb.name}")
-    lab.run(f"DEBIAN_FRONTEND=noninteractive dpkg -i {' '.join(names)}")
+    lab.run(f"DEBIAN_FRONTEND=noninteractive dpkg -i {' '.join(names)}", timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +173,7 @@ def test_ufw_on_other_releases(make_lab: MakeLab, release: str, mode: str | None
     says exactly that, names ufw where ufw blocks, and its line gives back what Docker alone
     lets through."""
     lab = make_lab(release=release)
-    install_release_ufw(lab, release)
+    install_release_package(lab, release, "ufw")
     bridge = probe_container(lab, mode)
     assert lab.v6gen("sync").returncode == 0
     docker_only = measured(lab)
@@ -179,6 +181,7 @@ def test_ufw_on_other_releases(make_lab: MakeLab, release: str, mode: str | None
 
     lab.run("ufw --force enable")
     with_ufw = measured(lab)
+    print(f"{release}: Docker alone {docker_only}, with ufw {with_ufw}")
     res = lab.v6gen("sync")
     assert lan_column(lab) == expected_lan(with_ufw), res.stderr
     if with_ufw == docker_only:
@@ -302,3 +305,31 @@ def test_ip6tables_legacy_policy_drop_on_bookworm(make_lab: MakeLab) -> None:
     assert measured(lab) == (True, True, True), f"after `{fix}`"
     assert lan_column(lab) == "all"
     assert lab.v6gen("sync").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("release", "mode"), [("trixie", None), ("sid", "routed")], ids=["trixie", "sid"]
+)
+def test_firewalld_on_other_releases(make_lab: MakeLab, release: str, mode: str | None) -> None:
+    """The release's own firewalld (trixie 2.3, sid 2.5) at its defaults, started after
+    dockerd; v6gen says what the LAN measures, and its lines give back what Docker alone lets
+    through."""
+    lab = make_lab(release=release)
+    install_release_package(lab, release, "firewalld")
+    bridge = probe_container(lab, mode)
+    assert lab.v6gen("sync").returncode == 0
+    docker_only = measured(lab)
+
+    start_firewalld(lab)
+    with_firewalld = measured(lab)
+    print(f"{release}: Docker alone {docker_only}, with firewalld {with_firewalld}")
+    res = lab.v6gen("sync")
+    assert lan_column(lab) == expected_lan(with_firewalld), res.stderr
+    if with_firewalld == docker_only:
+        assert "warning: firewalld" not in res.stderr, res.stderr
+        return
+    fix = fix_line(res.stderr, "firewalld")
+    assert f"--add-interface={bridge}" in fix, fix
+    lab.run(fix)
+    assert measured(lab) == docker_only, f"after `{fix}`"
+    assert lan_column(lab) == expected_lan(docker_only)
