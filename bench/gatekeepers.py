@@ -38,7 +38,7 @@ def _sync_ms(with_firewalls: bool) -> tuple[float, Any]:
     paths = Paths(Path("/"))
     cfg = config_mod.load(paths.config, explicit=False)
     docker = DockerAPI(cfg.docker_host, cfg.docker_timeout)
-    firewalls = HostFirewalls(paths.state_dir / "firewall-replay.json") if with_firewalls else None
+    firewalls = HostFirewalls(paths.firewall_cache) if with_firewalls else None
     with DBusNetworkd(paths) as networkd:
         adapters = engine.Adapters(docker, networkd, IpKernel(), firewalls)
         ctx = engine.Context(cfg, paths, adapters, True)
@@ -71,7 +71,7 @@ def _judge_ms() -> list[float]:
     docker.close()
     took = []
     for _ in range(TRIALS * 3):
-        firewalls = HostFirewalls(paths.state_dir / "firewall-replay.json")
+        firewalls = HostFirewalls(paths.firewall_cache)
         t0 = time.perf_counter()
         judged = pathjudge.judge(firewalls, endpoints, facts_docker, host)
         took.append((time.perf_counter() - t0) * 1000)
@@ -104,8 +104,9 @@ def main() -> int:
         gated[g.blocker.gatekeeper] = gated.get(g.blocker.gatekeeper, 0) + len(g.addresses)
     cold = []
     for _ in range(3):
-        for name in ("firewall-replay.json", "firewall-replay.verdicts"):
-            (Paths(Path("/")).state_dir / name).unlink(missing_ok=True)
+        cache = Paths(Path("/")).firewall_cache
+        for path in (cache, cache.with_suffix(".verdicts")):
+            path.unlink(missing_ok=True)
         cold.append(_sync_ms(True)[0])
     json.dump(
         {

@@ -69,7 +69,7 @@ def _adapters(cfg: Config, paths: Paths) -> Adapters:
     # The engine's sockets are the running host's, whatever --root renders into.
     choice = detect.choose(cfg.docker_host, os.environ, Paths())
     docker = DockerAPI(choice.host, cfg.docker_timeout, choice)
-    firewalls = HostFirewalls(paths.state_dir / "firewall-replay.json")
+    firewalls = HostFirewalls(paths.firewall_cache)
     return Adapters(docker, DBusNetworkd(paths), IpKernel(), firewalls)
 
 

@@ -85,6 +85,13 @@ class Paths:
         return self.root / "run/v6gen/lock"
 
     @property
+    def firewall_cache(self) -> Path:
+        """The replay's answers and verdicts (adapters.firewalls): a cache, so in /run, where
+        a sync that changed nothing leaves no trace on disk (and a reboot, which reloads the
+        rules anyway, clears it). Its .verdicts sibling holds the last ruleset's verdicts."""
+        return self.root / "run/v6gen/firewall-replay.json"
+
+    @property
     def reload_marker(self) -> Path:
         """Exists while networkd owes a reload for files v6gen wrote: a run that failed to
         reload, was killed before it could, or (watch) put it off leaves it for the next."""

@@ -24,6 +24,7 @@ _SBIN = "/usr/sbin:/sbin"
 _TIMEOUT = 20.0  # bounds a hung tool; a replay of 1,000 addresses takes well under a second
 _LEGACY_TABLES = Path("/proc/net/ip6_tables_names")  # tables of the legacy ip6_tables module
 _ROUTES = Path("/proc/net/ipv6_route")
+_RTF_LOCAL, _RTF_ANYCAST = 0x80000000, 0x00100000  # include/uapi/linux/ipv6_route.h
 _CACHE_LIMIT = 64  # rulesets remembered per process (a host's rules change rarely)
 _TOOLS = (
     ("legacy", ["ip6tables-legacy-save"]),
@@ -86,13 +87,18 @@ class HostFirewalls:
         return text or ""
 
     def routes(self) -> str:
-        """The kernel's IPv6 routes, one "destination prefix-length device" line each (from
-        /proc/net/ipv6_route, without its changing use counts): no process to start."""
+        """The kernel's IPv6 routes that can lead to a container, one "destination
+        prefix-length device" line each (from /proc/net/ipv6_route, without its changing use
+        counts): no process to start. Left out: local and anycast routes (enabling forwarding
+        adds anycast ones, which must not read as a new path), multicast, link-local, lo."""
         lines = []
         for line in _read(_ROUTES).splitlines():
             f = line.split()
-            if len(f) == 10:
-                lines.append(f"{f[0]} {f[1]} {f[9]}")
+            if len(f) != 10 or f[9] == "lo" or f[0].startswith(("ff", "fe8", "fe9", "fea", "feb")):
+                continue
+            if int(f[8], 16) & (_RTF_LOCAL | _RTF_ANYCAST):
+                continue
+            lines.append(f"{f[0]} {f[1]} {f[9]}")
         return "\n".join(sorted(lines))
 
     def recall(self, key: str) -> dict[str, Any] | None:
