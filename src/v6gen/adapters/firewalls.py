@@ -46,6 +46,7 @@ class HostFirewalls:
         self._file = cache_file
         self._loaded = cache_file is None  # the file is read only when a replay needs it
         self._verdicts: dict[str, dict[str, Any]] = {}
+        self._unable = ""  # why this process can't replay at all, once found out
 
     def _load_cache(self) -> None:
         if self._loaded or self._file is None:
@@ -154,17 +155,23 @@ class HostFirewalls:
             _write(self._file, json.dumps({key: self._cache[key]}))
 
     def _run(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        if self._unable:
+            return _failed(request, self._unable)
+        # This v6gen's own modules, and never the working directory's (-P, cwd /): it runs as
+        # root.
         src = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        path = [src, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         env["PATH"] = env.get("PATH", "/usr/bin:/bin") + os.pathsep + _SBIN
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "v6gen.pathprobe"],
+                [sys.executable, "-P", "-m", "v6gen.pathprobe"],
                 input=json.dumps(request),
                 capture_output=True,
                 text=True,
                 timeout=_TIMEOUT,
                 env=env,
+                cwd="/",
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -173,10 +180,15 @@ class HostFirewalls:
             last = (done.stderr.strip().splitlines() or [str(done.returncode)])[-1]
             return _failed(request, f"the replay failed: {last}")
         try:
-            rounds = json.loads(done.stdout)["rounds"]
+            rounds = dict(json.loads(done.stdout)["rounds"])
         except (ValueError, KeyError, TypeError):
             return _failed(request, "the replay printed no answer")
-        return dict(rounds)
+        errors = {str(r.get("error", "")) for r in rounds.values()}
+        if any("Errno 1" in e and "unshare" in e for e in errors):
+            # Not allowed a namespace (a sandbox such as v6gen.service's): it won't be later
+            # in this process either, so watch stops starting the helper for nothing.
+            self._unable = f"no network namespace allowed here: {sorted(errors)[0]}"
+        return rounds
 
 
 def _read(path: Path) -> str:
