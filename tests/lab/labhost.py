@@ -303,6 +303,14 @@ def _mount_script(dpkg: bool = False) -> str:
     return "\n".join(lines)
 
 
+def cgroup_roots(parent: str) -> list[Path]:
+    """Where dockerd's `--cgroup-parent` lands: one directory per v1 hierarchy (and cgroup2's
+    under unified/) on a hybrid host, /sys/fs/cgroup/<parent> itself on a cgroup2-only one.
+    Both are looked for: a sweep that only knew one layout would find nothing on the other."""
+    base = Path("/sys/fs/cgroup")
+    return [d for d in (base / parent, *base.glob(f"*/{parent}")) if d.is_dir()]
+
+
 class Lab:
     def __init__(self, workdir: Path, options: LabOptions | None = None) -> None:
         self.options = options or LabOptions()
@@ -530,7 +538,7 @@ class Lab:
 
     def _sweep_cgroups(self) -> None:
         """Kill container processes dockerd left behind, then drop the lab's cgroups."""
-        roots = Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}")
+        roots = cgroup_roots(self.cgroup_parent)
         dirs = [d for root in roots for d in (root, *root.rglob("*")) if d.is_dir()]
         dirs.sort(key=lambda d: len(d.parts), reverse=True)  # children before parents
         for d in dirs:
