@@ -43,10 +43,14 @@ MODULES = ("virtio_pci", "9pnet_virtio", "9p", "veth", "ipvlan")
 # run_script checks that the guest really sees it.
 CPU = "qemu64"
 CPU_MODEL = "QEMU Virtual CPU"
+# cache=loose: the guest keeps what it read of the machine's files, which nothing changes while
+# it runs (the script is written before the boot); every `ip` started reads its libraries once,
+# not per start (measured: the ipvlan test 100 s -> 68 s).
 INIT = """#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
 for m in /modules/*.ko; do /bin/busybox insmod "$m" || echo "VM-ERROR insmod $m"; done
-/bin/busybox mount -t 9p -o trans=virtio,version=9p2000.L,ro host /newroot || echo VM-ERROR 9p
+opts=trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144
+/bin/busybox mount -t 9p -o $opts host /newroot || echo VM-ERROR 9p
 echo "VM-INIT $1"
 exec /bin/busybox switch_root /newroot "$1"
 """
