@@ -2,6 +2,7 @@
 starts it, as watch's fast path asks at each event (root only).
 
     python -m tests.lab.capture_starting [RELEASE ...]    # bookworm (dockerd 20.10), sid (28.5)
+    python -m tests.lab.capture_starting --docker-build 29 sid   # Docker 29 (docker29.py)
 
 For every event of the filter v6gen subscribes with, at once (from the thread reading the
 stream): GET /containers/json?all=1&filters={"id": [ID]} and, for network events,
@@ -68,9 +69,12 @@ class Recorder:
         with self._lock:
             self.timeline.append({"ms": self.now(), "phase": self.phase, **entry})
 
-    def _inspect(self, cid: str, event: str) -> None:
-        status, _ = self.lab.docker.request("GET", f"/containers/{cid}/json")
+    def _inspect(self, cid: str, event: str, phase: str) -> None:
+        status, body = self.lab.docker.request("GET", f"/containers/{cid}/json")
         self.note(answer=f"inspect after {event}", status=status)
+        if status == 200:
+            with self._lock:
+                self.bodies.setdefault(f"{phase}_{event}_inspect.json", body)
 
     def _follow(self) -> None:
         conn = _Stream(self.lab.path("/run/docker.sock"))
@@ -85,7 +89,9 @@ class Recorder:
             cid = actor["Attributes"].get("container", "") if network else actor["ID"]
             self.note(event=kind)
             self.events.append(line)
-            threading.Thread(target=self._inspect, args=(cid, kind), daemon=True).start()
+            threading.Thread(
+                target=self._inspect, args=(cid, kind, self.phase), daemon=True
+            ).start()
             query = urllib.parse.quote(json.dumps({"id": [cid]}))
             listing = self.lab.docker.get(f"/containers/json?all=1&filters={query}")
             self.note(answer=f"list after {kind}")
@@ -104,9 +110,14 @@ class Recorder:
         return out
 
 
-def capture(release: str, out: Path) -> str:
+def capture(release: str, out: Path, docker_build: str = "debian") -> str:
     with tempfile.TemporaryDirectory(prefix="v6gen-capture-") as tmp:
-        options = LabOptions(networkd=None, dispatcher=False, release=release)  # type: ignore[arg-type]
+        options = LabOptions(
+            networkd=None,
+            dispatcher=False,
+            release=release,  # type: ignore[arg-type]
+            docker_build=docker_build,  # type: ignore[arg-type]
+        )
         with Lab(Path(tmp), options) as lab:
             version = json.loads(lab.docker.get("/version"))["Version"]
             lab.docker.call("POST", "/networks/create", {
@@ -136,9 +147,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("releases", nargs="*", default=["bookworm", "sid"])
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--docker-build", default="debian", choices=("debian", "29"))
     args = ap.parse_args()
     for release in args.releases:
-        print(capture(release, args.out))
+        print(capture(release, args.out, args.docker_build))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import networkd_bug, packages, podman
+from . import docker29, networkd_bug, packages, podman
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
 from .nsproc import Command, LabError, Namespace, argv_of, run_checked
@@ -236,6 +236,9 @@ class LabOptions:
     # "podman": the release's tree without Docker (bookworm's too), rootful Podman's API service
     # instead of dockerd (podman.py); docker= then means "the engine".
     engine: Literal["docker", "podman"] = "docker"
+    # "29": dockerd and docker-proxy 29.7.2 built from moby's source (docker29.py) bound over
+    # the sid tree's own 28.5, beside its containerd, runc and docker-cli. sid only.
+    docker_build: Literal["debian", "29"] = "debian"
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Callable[[], str]) -> None:
@@ -351,6 +354,8 @@ class Lab:
         tarball = build_rootfs_tar(packages.CACHE_DIR / "busybox-rootfs.tar")
         self.host.start()
         self.run(CHROOT_SCRIPT if self.chrooted else _mount_script(dpkg=opts.dpkg))
+        if opts.docker_build == "29":
+            self._docker_29()
         self._mark("namespace")
         if opts.docker and opts.engine == "podman":
             podman.start_service(self)
@@ -389,6 +394,20 @@ class Lab:
             # switches to the systemd cgroup driver, which needs a real systemd.
             self._fake_systemd()
             self._mark("systemctl")
+
+    def _docker_29(self) -> None:
+        if not isinstance(self.host, ChrootNamespace) or self.options.release != "sid":
+            raise LabError("docker_build='29' runs in sid's tree only")
+        built = docker29.docker_29()
+        for name in ("dockerd", "docker-proxy"):
+            self.host.bind_ro(built / "usr/sbin" / name, f"/usr/sbin/{name}")
+        if "--firewall-backend=nftables" in self.options.dockerd_args:
+            # Docker 29's nftables backend turns no forwarding on itself and refuses to start
+            # (IPv4) or to make IPv6 bridges without it: what its users set before it starts.
+            self.run(
+                "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"
+                " net.ipv6.conf.default.forwarding=1"
+            )
 
     def _add_uplink(self, uplink: Uplink) -> None:
         lan = Namespace(self.logdir, f"lan-{uplink.name}", parent=self.host)
