@@ -1,5 +1,6 @@
-"""Issue 15: rootful Podman as the engine, on bookworm (4.3), trixie (5.4) and sid (5.8), with no
-v6gen configuration at all: v6gen must find Podman's socket by itself (the trees have no Docker).
+"""Issue 15: rootful Podman as the engine, on bookworm (4.3), trixie (5.4) and sid (5.8), and
+Podman 6.1 from experimental on sid (issue 21), with no v6gen configuration at all: v6gen must
+find Podman's socket by itself (the trees have no Docker).
 
 The seed's network and address as Podman users write them (netavark's network file, see
 podman.py), then the scenarios of issue 3 that matter for an engine: reachable only after sync,
@@ -24,13 +25,18 @@ pytestmark = pytest.mark.lab
 
 NETWORK, SUBNET, PROBE = "probe-network", "2001:db8::a:71a0/125", "2001:db8::a:71a5"
 FIRST = "2001:db8::a:71a6"
-RELEASES = ("bookworm", "trixie", "sid")
+# (release, engine): each release's own Podman, and Podman 6.1 from experimental on sid
+# (issue 21; its tree and cgroup2: rootfs.py, release.py).
+TREES = (("bookworm", "podman"), ("trixie", "podman"), ("sid", "podman"), ("sid", "podman6"))
+IDS = ["bookworm", "trixie", "sid", "sid-podman6"]
 
 
-@pytest.fixture(params=RELEASES)
+@pytest.fixture(params=TREES, ids=IDS)
 def lab(request: pytest.FixtureRequest, make_lab: MakeLab) -> Lab:
-    release: Literal["bookworm", "trixie", "sid"] = request.param
-    lab = make_lab(release=release, engine="podman")
+    release: Literal["bookworm", "trixie", "sid"]
+    engine: Literal["podman", "podman6"]
+    release, engine = request.param
+    lab = make_lab(release=release, engine=engine)
     podman.create_network(lab, NETWORK, SUBNET)
     return lab
 
