@@ -106,3 +106,37 @@ def test_lan_reaches_a_port_nothing_published_and_doctor_says_so(lab: Lab) -> No
     assert poll(lambda: lan_tcp(lab, PROBE, PORT), 10), "LAN can't reach the unpublished port"
     doctor = lab.v6gen("doctor").stdout
     assert f"ok    podman network {NETWORK}: the LAN reaches every port" in doctor, doctor
+
+
+# Podman 6's other way to an on-link subnet: `--opt mode=unmanaged` passes the subnet check, and
+# netavark then makes no bridge, gateway address or firewall rule: the bridge it names must
+# exist first ("in unmanaged mode, the bridge must already exist on the host"). Here networkd
+# makes it, as on a host whose networking it runs; without carrier (no container yet) only with
+# ConfigureWithoutCarrier=.
+BRIDGE_NETDEV = "[NetDev]\nName=podman1\nKind=bridge\n"
+BRIDGE_NETWORK = (
+    "[Match]\nName=podman1\n\n[Network]\nAddress=2001:db8::a:71a1/125\n"
+    "ConfigureWithoutCarrier=yes\nIPv6AcceptRA=no\n"
+)
+
+
+def test_podman6_unmanaged_network_on_a_bridge_networkd_makes(make_lab: MakeLab) -> None:
+    lab = make_lab(release="sid", engine="podman6")
+    refused = lab.run(f"podman network create --ipv6 --subnet {SUBNET} plain", check=False)
+    assert refused.returncode != 0 and "already used on the host" in refused.stderr, refused
+    lab.run(f"podman network create --ipv6 --subnet {SUBNET} --opt mode=unmanaged {NETWORK}")
+    lab.write("/etc/systemd/network/20-podman1.netdev", BRIDGE_NETDEV)
+    lab.write("/etc/systemd/network/20-podman1.network", BRIDGE_NETWORK)
+    lab.networkctl_reload()
+    assert poll(
+        lambda: "2001:db8::a:71a1" in lab.run("ip -6 addr show dev podman1", check=False).stdout,
+        15,
+    ), lab.logs()
+    podman.run_container(lab, "probe", NETWORK, PROBE)
+    assert not lab.lan_ping(PROBE), "LAN reaches the container before any sync"
+    sync(lab)
+    assert PROBE in lab.proxy_entries()
+    assert lab.lan_reachable(PROBE, within=5) is not None, "LAN can't reach it after sync"
+    assert "netavark" not in lab.run("nft list tables").stdout  # unmanaged: no rules at all
+    doctor = lab.v6gen("doctor")
+    assert doctor.returncode == 0, doctor.stdout
