@@ -141,7 +141,14 @@ class DBusNetworkd:
 
     def reload(self) -> str | None:
         """Manager.Reload, else `networkctl reload` (returning a warning that says so);
-        NetworkdError when neither worked."""
+        NetworkdError when neither worked.
+
+        Not 262's `--no-reconfigure` (varlink Reload with reconfigureLinks=false): a Reload
+        reconfigures only the links whose files changed, here the uplink, and networkd must
+        reconfigure it to take the new address list as its own (it re-adds only what it has
+        configured, after a flap or its restart). Measured on 262 in the lab: five reloads cost
+        a 10 ms echo stream to an already proxied container nothing (0 of 580-714 lost), and
+        a second uplink was not reconfigured (tests/lab/test_networkd262.py)."""
         try:
             self._call(NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "Reload", "", [], "")
             return None
