@@ -2,7 +2,6 @@
 starts it, as watch's fast path asks at each event (root only).
 
     python -m tests.lab.capture_starting [RELEASE ...]    # bookworm (dockerd 20.10), sid (28.5)
-    python -m tests.lab.capture_starting --docker-build 29 sid   # Docker 29 (docker29.py)
 
 For every event of the filter v6gen subscribes with, at once (from the thread reading the
 stream): GET /containers/json?all=1&filters={"id": [ID]} and, for network events,
@@ -110,14 +109,9 @@ class Recorder:
         return out
 
 
-def capture(release: str, out: Path, docker_build: str = "debian") -> str:
+def capture(release: str, out: Path) -> str:
     with tempfile.TemporaryDirectory(prefix="v6gen-capture-") as tmp:
-        options = LabOptions(
-            networkd=None,
-            dispatcher=False,
-            release=release,  # type: ignore[arg-type]
-            docker_build=docker_build,  # type: ignore[arg-type]
-        )
+        options = LabOptions(networkd=None, dispatcher=False, release=release)  # type: ignore[arg-type]
         with Lab(Path(tmp), options) as lab:
             version = json.loads(lab.docker.get("/version"))["Version"]
             lab.docker.call("POST", "/networks/create", {
@@ -147,10 +141,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("releases", nargs="*", default=["bookworm", "sid"])
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--docker-build", default="debian", choices=("debian", "29"))
     args = ap.parse_args()
     for release in args.releases:
-        print(capture(release, args.out, args.docker_build))
+        print(capture(release, args.out))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import docker29, networkd_bug, packages, podman
+from . import networkd_bug, packages, podman
 from .dockerapi import DockerAPI
 from .image import IMAGE, build_rootfs_tar
 from .nsproc import Command, LabError, Namespace, argv_of, run_checked
@@ -238,9 +238,6 @@ class LabOptions:
     # "podman6": Podman 6.1 and netavark 2.0 from experimental in a sid tree of their own, with
     # a cgroup2 tree mounted over the machine's hybrid one (release.py); sid only.
     engine: Literal["docker", "podman", "podman6"] = "docker"
-    # "29": dockerd and docker-proxy 29.7.2 built from moby's source (docker29.py) bound over
-    # the sid tree's own 28.5, beside its containerd, runc and docker-cli. sid only.
-    docker_build: Literal["debian", "29"] = "debian"
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Callable[[], str]) -> None:
@@ -356,8 +353,6 @@ class Lab:
         tarball = build_rootfs_tar(packages.CACHE_DIR / "busybox-rootfs.tar")
         self.host.start()
         self.run(CHROOT_SCRIPT if self.chrooted else _mount_script(dpkg=opts.dpkg))
-        if opts.docker_build == "29":
-            self._docker_29()
         self._mark("namespace")
         if opts.docker and self.podman:
             podman.start_service(self)
@@ -396,20 +391,6 @@ class Lab:
             # switches to the systemd cgroup driver, which needs a real systemd.
             self._fake_systemd()
             self._mark("systemctl")
-
-    def _docker_29(self) -> None:
-        if not isinstance(self.host, ChrootNamespace) or self.options.release != "sid":
-            raise LabError("docker_build='29' runs in sid's tree only")
-        built = docker29.docker_29()
-        for name in ("dockerd", "docker-proxy"):
-            self.host.bind_ro(built / "usr/sbin" / name, f"/usr/sbin/{name}")
-        if "--firewall-backend=nftables" in self.options.dockerd_args:
-            # Docker 29's nftables backend turns no forwarding on itself and refuses to start
-            # (IPv4) or to make IPv6 bridges without it: what its users set before it starts.
-            self.run(
-                "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"
-                " net.ipv6.conf.default.forwarding=1"
-            )
 
     def _add_uplink(self, uplink: Uplink) -> None:
         lan = Namespace(self.logdir, f"lan-{uplink.name}", parent=self.host)

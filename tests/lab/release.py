@@ -163,16 +163,6 @@ class ChrootNamespace(Namespace):
             found["/" + rel] = kinds.get(kind, kind)
         return found
 
-    def bind_ro(self, source: Path, inside: str) -> None:
-        """Bind a file of the machine read-only over `inside` in the chroot (its overlay root
-        is a mount of the lab's mount namespace, so the chroot sees it): the cached tree stays
-        untouched."""
-        target = f"{self.workdir}/rootfs{inside}"
-        argv = [*self.lan_prefix(), "mount", "--bind", "-o", "ro", str(source), target]
-        res = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if res.returncode != 0:
-            raise LabError(f"{' '.join(argv)}: {res.stderr.strip()}")
-
     def lan_prefix(self) -> list[str]:
         """Where a LAN neighbour namespace is made: the lab's mount namespace at the machine's
         own root (its tools), outside the chroot and its PID namespace."""

@@ -1,4 +1,5 @@
-"""Docker 29 (API 1.55, built from moby's source in the lab: tests/lab/docker29.py), against
+"""Docker 29 (API 1.55; dockerd 29.7.2 built by hand from moby's source: see
+tests/fixtures/docker/starting/README.md), against
 bodies captured from it (tests/fixtures/docker/starting/sid-29.7.2/): from API 1.52 on, events
 carry no `status`, `id` and `from`, and inspect has no top-level
 NetworkSettings.GlobalIPv6Address. v6gen reads neither: events by Type/Action/Actor, addresses
