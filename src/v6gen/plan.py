@@ -21,6 +21,7 @@ from v6gen.model import (
     Owner,
     Plan,
     ProxyEntry,
+    ProxyKeyName,
     Reach,
     Skipped,
     UplinkFailure,
@@ -325,6 +326,7 @@ def make_plan(
             "is unknown: run v6gen as root, with ip6tables installed"
         )
     version = config.systemd_version or facts.systemd_version
+    running = config.systemd_version is not None or facts.systemd_version_running
     return Plan(
         uplinks=tuple(uplinks),
         forwarding=Forwarding.for_version(version),
@@ -336,4 +338,5 @@ def make_plan(
             Blocked(name, why, tuple(sorted(addrs)))
             for name, (why, addrs) in sorted(blocked.items())
         ),
+        proxy_key=ProxyKeyName.for_version(version, running),
     )
