@@ -61,9 +61,17 @@ lab-installed:
 # Debian's python first: it installs the packaged libraries (python3-typer, ...) that the fault
 # tier's unprivileged runs of /usr/bin/python3 -m v6gen need too.
 # --durations: where a run's time went, in CI's log, for keeping make test short.
-test: deps $(STAMP) lint typecheck
-	debian/tests/run-system-python -q
-	$(PY) -m pytest -q --durations=25 tests
+# Each step's time, and each pytest tier's, ends the run (tests/timed.py):
+# every change can say what it added to the budget README states.
+TIMES := build/test-times.txt
+TIMED := V6GEN_TIER_TIMES=$(CURDIR)/$(TIMES) $(PY) -m tests.timed
+test: deps $(STAMP)
+	@mkdir -p build && rm -f $(TIMES) build/system-python.xml build/pytest.xml
+	$(TIMED) lint $(MAKE) --no-print-directory lint
+	$(TIMED) typecheck $(MAKE) --no-print-directory typecheck
+	$(TIMED) system-python debian/tests/run-system-python -q --junitxml=$(CURDIR)/build/system-python.xml
+	$(TIMED) pytest $(PY) -m pytest -q --durations=25 --junitxml=$(CURDIR)/build/pytest.xml tests
+	@V6GEN_TIER_TIMES=$(CURDIR)/$(TIMES) $(PY) -m tests.timed --summary
 
 bench: $(STAMP) deps
 	$(PY) -m bench

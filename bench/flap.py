@@ -191,7 +191,7 @@ def _enter_phase(lab: Any, phase: str) -> None:
         # networkd forgets the address (it never deletes the kernel entry itself); only the
         # hook re-adds from here on.
         text = lab.read(DROPIN)
-        lab.write(DROPIN, re.sub(r"(?m)^IPv6ProxyNDPAddress=.*\n", "", text))
+        lab.write(DROPIN, re.sub(r"(?m)^(?:IPv6ProxyNDPAddress|ProxyNeighbor)=.*\n", "", text))
         lab.networkctl_reload()
         time.sleep(0.5)
         lab.wait_configured("uplink0", timeout=15)

@@ -47,6 +47,7 @@ class FakeDocker:
 class FakeNetworkd:
     links: dict[str, NetworkdLink] = field(default_factory=dict)
     version: int | None = 252
+    running: bool = True  # the version is the running daemon's (False: networkctl's only)
     reload_error: NetworkdError | None = None
     unreachable: bool = False
     reloads: int = 0
@@ -69,6 +70,9 @@ class FakeNetworkd:
 
     def systemd_version_source(self) -> str:
         return "the fake networkd"
+
+    def systemd_version_running(self) -> bool:
+        return self.running
 
     def network_file_links(self) -> dict[PurePosixPath, frozenset[str]]:
         if self.unreachable:

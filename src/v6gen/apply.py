@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
@@ -20,7 +19,6 @@ from v6gen.paths import Paths
 from v6gen.ports import Kernel, Networkd, ProxyKey
 
 FORWARDING = "net/ipv6/conf/all/forwarding"
-_DROPIN_ADDRESS = re.compile(r"^IPv6ProxyNDPAddress=(\S+)$", re.MULTILINE)
 # A LAN host re-checks a neighbour it knows with unicast solicitations to the address itself;
 # the kernel routes those to its proxy in ip6_forward(), which asks only "all"/proxy_ndp.
 ALL_PROXY_NDP = "net/ipv6/conf/all/proxy_ndp"
@@ -248,7 +246,7 @@ def compute_container(
     # applying that drop-in right now (a reload is asynchronous) and put the entry back, and the
     # full sync that rewrites the drop-in must still know it is v6gen's to delete.
     in_dropins = {
-        a for p, text in files.items() if p not in owned for a in _DROPIN_ADDRESS.findall(text)
+        a for p, text in files.items() if p not in owned for a in discover.dropin_addresses(text)
     }
     keep = {k for k in delete if str(k[1]) in in_dropins}
     write: dict[Path, tuple[str | None, str]] = {}

@@ -250,17 +250,32 @@ def gather_host(
             users = networkd.network_file_links()
         except NetworkdError as exc:
             warnings.append(f"cannot ask networkd which links share a .network file: {exc.message}")
-    version, source = config.systemd_version, "systemd_version in the config"
+    version, source, running = config.systemd_version, "systemd_version in the config", True
     if version is None:
         try:
             version, source = networkd.systemd_version(), networkd.systemd_version_source()
+            running = networkd.systemd_version_running()
         except NetworkdError:
-            version, source = None, "nothing: networkd could not be asked"
+            version, source, running = None, "nothing: networkd could not be asked", False
     before = frozenset(p.stem for p in paths.restore_dir.glob("*.proxy"))
     own = kernel.host_addresses() if links else {}
     rules = kernel.ip6_filter() if links else None
-    facts = HostFacts(default, links, version, before, users, own, rules, source)
+    facts = HostFacts(default, links, version, before, users, own, rules, source, running)
     return facts, warnings
+
+
+# Either name of networkd's list of proxied addresses: ProxyNeighbor= since 262, and
+# IPv6ProxyNDPAddress=, which 262 still reads and v6gen writes for older networkds (and wrote for
+# every networkd before), so drop-ins from before an upgrade hold it.
+_PROXY_ADDRESS = re.compile(
+    r"^\s*(?:IPv6ProxyNDPAddress|ProxyNeighbor)\s*=\s*(\S+)\s*$", re.MULTILINE
+)
+
+
+def dropin_addresses(text: str) -> list[str]:
+    """The values of a .network drop-in's proxied-address lines, under either key name, as
+    written (ProxyNeighbor= may also hold IPv4 addresses: callers parse and filter)."""
+    return _PROXY_ADDRESS.findall(text)
 
 
 def owned_dropin_uplink(text: str) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
@@ -224,9 +223,6 @@ def clean(ctx: Context, *, dry_run: bool = False) -> Outcome:
     return _run(ctx, Plan((), empty.forwarding, None), warnings, dry_run=dry_run)
 
 
-_PROXY_LINE = re.compile(r"IPv6ProxyNDPAddress=(\S+)")
-
-
 @dataclass(frozen=True)
 class StatusRow:
     address: str
@@ -253,7 +249,7 @@ def status(ctx: Context) -> tuple[list[StatusRow], Plan]:
         uplink = discover.owned_dropin_uplink(text)
         if uplink is None or path.parent == ctx.paths.restore_dir:
             continue
-        for match in _PROXY_LINE.findall(text):
+        for match in discover.dropin_addresses(text):
             address, _ = validate.parse_address(match)
             if address is not None:  # a hand-edited line is reported by doctor, not here
                 in_files.add((uplink, address))

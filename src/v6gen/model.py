@@ -88,6 +88,25 @@ class Forwarding(enum.Enum):
         return cls.LINK_KEY
 
 
+class ProxyKeyName(enum.Enum):
+    """The [Network] key that lists proxied addresses in the uplink's drop-in. networkd 262
+    renamed IPv6ProxyNDPAddress= to ProxyNeighbor= and still reads the old name; an older
+    networkd ignores the new name with a warning, and at its next start (a boot, a downgrade)
+    would add none of the entries. So the new name only where the running networkd is known to
+    be 262 or later; the old one everywhere else, which every networkd since 233 reads."""
+
+    IPV6_PROXY_NDP_ADDRESS = "IPv6ProxyNDPAddress"
+    PROXY_NEIGHBOR = "ProxyNeighbor"
+
+    @classmethod
+    def for_version(cls, version: int | None, running: bool) -> ProxyKeyName:
+        """`running`: the version is the running networkd's or systemd's (or the admin's word),
+        not merely the installed networkctl's, which an upgrade replaces before the daemon."""
+        if running and version is not None and version >= 262:
+            return cls.PROXY_NEIGHBOR
+        return cls.IPV6_PROXY_NDP_ADDRESS
+
+
 @dataclass(frozen=True)
 class HostFacts:
     default_uplink: str | None
@@ -103,6 +122,9 @@ class HostFacts:
     # Docker's IPv6 firewall rules; None when they could not be read.
     ip6_filter: Ip6Filter | None = None
     systemd_version_source: str = ""  # whose version systemd_version is
+    # Whether systemd_version is what runs (networkd, PID 1, or the config's word), not only
+    # the installed networkctl's.
+    systemd_version_running: bool = False
     # What the replay of the host's whole ruleset says of each address, by the address as
     # Docker wrote it (v6gen.pathjudge); None when it was not asked (path_note says why), so
     # Docker's rules alone decide.
@@ -304,6 +326,7 @@ class Plan:
     blocked: tuple[Blocked, ...] = ()
     # Proxied addresses a firewall keeps the LAN from (all or some ports), per gatekeeper.
     gated: tuple[Gated, ...] = ()
+    proxy_key: ProxyKeyName = ProxyKeyName.IPV6_PROXY_NDP_ADDRESS
 
     def wanted_entries(self) -> frozenset[tuple[str, IPv6Address]]:
         return frozenset((u.name, a) for u in self.uplinks for a in u.addresses)

@@ -24,6 +24,7 @@ from v6gen.model import (
     Owner,
     Plan,
     ProxyEntry,
+    ProxyKeyName,
     Reach,
     Skipped,
     UplinkFailure,
@@ -340,6 +341,7 @@ def make_plan(
             "is unknown: run v6gen as root, with ip6tables installed"
         )
     version = config.systemd_version or facts.systemd_version
+    running = config.systemd_version is not None or facts.systemd_version_running
     return Plan(
         uplinks=tuple(uplinks),
         forwarding=Forwarding.for_version(version),
@@ -352,6 +354,7 @@ def make_plan(
             for name, (why, addrs) in sorted(blocked.items())
         ),
         gated=_gated(gated, chosen),
+        proxy_key=ProxyKeyName.for_version(version, running),
     )
 
 
@@ -368,7 +371,7 @@ def _gated(
             continue
         worst = min((v for _, v in kept), key=lambda v: REACH_ORDER.index(v.reach))
         nothing = any(v.reach in (Reach.ICMP, Reach.NONE) for _, v in kept)
-        # Sorted by number: BlockedAddress's own ordering compares IPv6Address objects, ~30 ms
+        # Sorted by number: BlockedAddress's own ordering compares IPv6Address objects, ~14 ms
         # for the 1,000 addresses of a host behind ufw.
         addresses = tuple(
             sorted(set(a for a, _ in kept), key=lambda a: (int(a.address), a.container))

@@ -58,6 +58,11 @@ class Networkd(Protocol):
         """Whose version systemd_version() is ("the running systemd-networkd (pid 42)", ...)."""
         ...
 
+    def systemd_version_running(self) -> bool:
+        """Whether systemd_version() is what runs now (networkd itself, or systemd as PID 1),
+        not only the installed networkctl, which an upgrade replaces before the daemon restarts."""
+        ...
+
     def network_file_links(self) -> Mapping[PurePosixPath, frozenset[str]]:
         """Every link networkd configures, by the .network file it uses: a drop-in applies to
         all of them. Raises NetworkdError when unreachable."""

@@ -54,7 +54,10 @@ def render(plan: Plan, paths: Paths) -> Mapping[Path, str]:
     for uplink in plan.uplinks:
         dropin = paths.dropin(PurePosixPath(uplink.network_file).name)
         files[dropin] = _render(
-            "dropin.network.conf.j2", uplink=uplink, link_forwarding_key=link_key
+            "dropin.network.conf.j2",
+            uplink=uplink,
+            link_forwarding_key=link_key,
+            proxy_key=plan.proxy_key.value,
         )
         files[paths.restore_file(uplink.name)] = _render("restore.proxy.j2", uplink=uplink)
     # An uplink that failed this time keeps what it had, so the shared files still cover it.

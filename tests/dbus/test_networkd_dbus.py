@@ -295,6 +295,7 @@ def test_version_from_dbus(system_bus: str, tmp_path: Path) -> None:
         assert adapter.systemd_version_source() == (
             "the running systemd (PID 1), not networkd itself"
         )
+        assert adapter.systemd_version_running()
     assert networkctl.invocations() == []
 
 
@@ -309,6 +310,8 @@ def test_version_from_networkctl_without_systemd_on_bus(system_bus: str, tmp_pat
         assert adapter.systemd_version() == 247
         assert adapter.systemd_version() == 247
         assert adapter.systemd_version_source().startswith("the installed networkctl")
+        # An upgrade installs the client before networkd restarts: not known to run.
+        assert not adapter.systemd_version_running()
     assert networkctl.invocations() == ["--version"]  # asked once, then remembered
 
 

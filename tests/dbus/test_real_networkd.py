@@ -210,3 +210,4 @@ def test_real_networkd(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
         assert match is not None
         assert networkd.systemd_version() == int(match.group(1))
         assert networkd.systemd_version_source().startswith("the running systemd-networkd (pid ")
+        assert networkd.systemd_version_running()

@@ -1,6 +1,6 @@
 """Capture tests/fixtures/podman/<suite>-<version>/ from a release's real Podman (root only).
 
-    python -m tests.lab.capture_podman [SUITE ...]
+    python -m tests.lab.capture_podman [SUITE ...]   (bookworm, trixie, sid, sid-podman6)
 
 What v6gen reads through Podman's Docker-compatible API, stored exactly as Podman sent it:
 /version (whose Components say "Podman Engine"), /networks and /containers/json with the seed
@@ -26,16 +26,23 @@ from .labhost import REPO, Lab, LabOptions
 NETWORK, SUBNET, ADDRESS = "probe-network", "2001:db8::a:71a0/125", "2001:db8::a:71a5"
 WAITING = "2001:db8::a:71a6"
 Suite = Literal["bookworm", "trixie", "sid"]
-SUITES: dict[str, Suite] = {"bookworm": "bookworm", "trixie": "trixie", "sid": "sid"}
+Engine = Literal["podman", "podman6"]
+# Name on the command line -> (release, engine); sid-podman6: Podman 6 from experimental.
+SUITES: dict[str, tuple[Suite, Engine]] = {
+    "bookworm": ("bookworm", "podman"),
+    "trixie": ("trixie", "podman"),
+    "sid": ("sid", "podman"),
+    "sid-podman6": ("sid", "podman6"),
+}
 
 
-def capture(suite: Suite, out_root: Path) -> Path:
+def capture(suite: Suite, out_root: Path, engine: Engine = "podman") -> Path:
     files: dict[str, bytes] = {}
+    options = LabOptions(networkd=None, dispatcher=False, release=suite, engine=engine)
     with (
         tempfile.TemporaryDirectory(prefix="v6gen-capture-") as tmp,
-        Lab(Path(tmp), LabOptions(networkd=None, dispatcher=False, release=suite, engine="podman"))
-        as lab,
-    ):  # fmt: skip
+        Lab(Path(tmp), options) as lab,
+    ):
         api = lab.docker
         files["version.json"] = api.get("/version")
         podman.create_network(lab, NETWORK, SUBNET)
@@ -71,7 +78,8 @@ def main() -> None:
     if unknown := set(args.suites) - set(SUITES):
         ap.error(f"unknown suites: {', '.join(sorted(unknown))}")
     for suite in args.suites:
-        print(f"{suite}: captured into {capture(SUITES[suite], args.out)}")
+        release, engine = SUITES[suite]
+        print(f"{suite}: captured into {capture(release, args.out, engine)}")
 
 
 if __name__ == "__main__":

@@ -68,9 +68,12 @@ class Recorder:
         with self._lock:
             self.timeline.append({"ms": self.now(), "phase": self.phase, **entry})
 
-    def _inspect(self, cid: str, event: str) -> None:
-        status, _ = self.lab.docker.request("GET", f"/containers/{cid}/json")
+    def _inspect(self, cid: str, event: str, phase: str) -> None:
+        status, body = self.lab.docker.request("GET", f"/containers/{cid}/json")
         self.note(answer=f"inspect after {event}", status=status)
+        if status == 200:
+            with self._lock:
+                self.bodies.setdefault(f"{phase}_{event}_inspect.json", body)
 
     def _follow(self) -> None:
         conn = _Stream(self.lab.path("/run/docker.sock"))
@@ -85,7 +88,9 @@ class Recorder:
             cid = actor["Attributes"].get("container", "") if network else actor["ID"]
             self.note(event=kind)
             self.events.append(line)
-            threading.Thread(target=self._inspect, args=(cid, kind), daemon=True).start()
+            threading.Thread(
+                target=self._inspect, args=(cid, kind, self.phase), daemon=True
+            ).start()
             query = urllib.parse.quote(json.dumps({"id": [cid]}))
             listing = self.lab.docker.get(f"/containers/json?all=1&filters={query}")
             self.note(answer=f"list after {kind}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from . import packages
+from . import kernel, packages
 from .debpkg import Deb, build_deb, host_state
 from .image import build_rootfs_tar
 from .labhost import Lab, LabOptions
@@ -26,6 +26,7 @@ def lab_prereqs() -> None:
     if os.geteuid() != 0:
         pytest.skip("lab tests need root (namespaces, dockerd, networkd); run them as root")
     packages.ensure_packages()
+    kernel.check()
     build_rootfs_tar(packages.CACHE_DIR / "busybox-rootfs.tar")
 
 

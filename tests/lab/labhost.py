@@ -235,7 +235,9 @@ class LabOptions:
     dockerd_args: tuple[str, ...] = DOCKERD_LAB_ARGS
     # "podman": the release's tree without Docker (bookworm's too), rootful Podman's API service
     # instead of dockerd (podman.py); docker= then means "the engine".
-    engine: Literal["docker", "podman"] = "docker"
+    # "podman6": Podman 6.1 and netavark 2.0 from experimental in a sid tree of their own, with
+    # a cgroup2 tree mounted over the machine's hybrid one (release.py); sid only.
+    engine: Literal["docker", "podman", "podman6"] = "docker"
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Callable[[], str]) -> None:
@@ -303,6 +305,14 @@ def _mount_script(dpkg: bool = False) -> str:
     return "\n".join(lines)
 
 
+def cgroup_roots(parent: str) -> list[Path]:
+    """Where dockerd's `--cgroup-parent` lands: one directory per v1 hierarchy (and cgroup2's
+    under unified/) on a hybrid host, /sys/fs/cgroup/<parent> itself on a cgroup2-only one.
+    Both are looked for: a sweep that only knew one layout would find nothing on the other."""
+    base = Path("/sys/fs/cgroup")
+    return [d for d in (base / parent, *base.glob(f"*/{parent}")) if d.is_dir()]
+
+
 class Lab:
     def __init__(self, workdir: Path, options: LabOptions | None = None) -> None:
         self.options = options or LabOptions()
@@ -344,7 +354,7 @@ class Lab:
         self.host.start()
         self.run(CHROOT_SCRIPT if self.chrooted else _mount_script(dpkg=opts.dpkg))
         self._mark("namespace")
-        if opts.docker and opts.engine == "podman":
+        if opts.docker and self.podman:
             podman.start_service(self)
         elif opts.docker:
             # Started first: it is the slowest to become ready and needs nothing else. Its
@@ -371,7 +381,7 @@ class Lab:
         if opts.docker:
             _wait(opts.engine, self.docker.ping, 30, self.logs)
             self._mark(opts.engine)
-            if opts.engine == "podman":
+            if self.podman:
                 podman.import_image(self, tarball, IMAGE)
             else:
                 self.docker.import_image(tarball, IMAGE)
@@ -530,7 +540,7 @@ class Lab:
 
     def _sweep_cgroups(self) -> None:
         """Kill container processes dockerd left behind, then drop the lab's cgroups."""
-        roots = Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}")
+        roots = cgroup_roots(self.cgroup_parent)
         dirs = [d for root in roots for d in (root, *root.rglob("*")) if d.is_dir()]
         dirs.sort(key=lambda d: len(d.parts), reverse=True)  # children before parents
         for d in dirs:
@@ -572,7 +582,7 @@ class Lab:
     @property
     def docker(self) -> DockerAPI:
         """The engine's API: dockerd's, or Podman's Docker-compatible one."""
-        if self.options.engine == "podman":
+        if self.podman:
             return DockerAPI(self.path(podman.SOCKET))
         return DockerAPI(self.path("/run/docker.sock"))
 
@@ -580,7 +590,11 @@ class Lab:
     def chrooted(self) -> bool:
         """Whether the host side runs in a release's root filesystem (release.py): always for
         Podman, whose bookworm too is a tree of its own (rootfs.py)."""
-        return self.options.release != "bookworm" or self.options.engine == "podman"
+        return self.options.release != "bookworm" or self.podman
+
+    @property
+    def podman(self) -> bool:
+        return self.options.engine != "docker"
 
     @property
     def python(self) -> str:

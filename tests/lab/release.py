@@ -28,7 +28,9 @@ CHROOT_TMPFS = (("/run", "755"), ("/tmp", "1777"), ("/var/lib/docker", "755"))
 PODMAN_TMPFS = (("/var/lib/containers", "755"),)
 
 
-def _setup_script(lower: Path, workdir: Path, more_tmpfs: tuple[tuple[str, str], ...] = ()) -> str:
+def _setup_script(
+    lower: Path, workdir: Path, more_tmpfs: tuple[tuple[str, str], ...] = (), cgroup2: bool = False
+) -> str:
     """Run by the new namespaces' first process, before it becomes the chroot's init."""
     rw, root = workdir / "rootfs-rw", workdir / "rootfs"
     lines = [
@@ -48,7 +50,11 @@ def _setup_script(lower: Path, workdir: Path, more_tmpfs: tuple[tuple[str, str],
         # Read-only: networkd treats links as initialized without udev (a writable sysfs leaves
         # them "pending" forever). The cgroup tree is bound back for dockerd and runc.
         f"mount -t sysfs -o ro sysfs {root}/sys",
-        f"mount --rbind /sys/fs/cgroup {root}/sys/fs/cgroup",
+        # Podman 6 refuses the machine's hybrid layout ("Cgroups v1 not supported"): it gets the
+        # unified hierarchy alone (the machine's /sys/fs/cgroup/unified), where it runs.
+        f"mount -t cgroup2 cgroup2 {root}/sys/fs/cgroup"
+        if cgroup2
+        else f"mount --rbind /sys/fs/cgroup {root}/sys/fs/cgroup",
     ]
     lines += [f"mount -t tmpfs -o mode={m} lab {root}{d}" for d, m in (*CHROOT_TMPFS, *more_tmpfs)]
     lines += [f"mkdir -p {root}{REPO}", f"mount --bind -o ro {REPO} {root}{REPO}"]
@@ -85,7 +91,10 @@ class ChrootNamespace(Namespace):
 
     def start(self) -> None:
         lower = rootfs.build(self.suite, self.engine)
-        script = _setup_script(lower, self.workdir, PODMAN_TMPFS if self.engine == "podman" else ())
+        podman = self.engine.startswith("podman")
+        script = _setup_script(
+            lower, self.workdir, PODMAN_TMPFS if podman else (), cgroup2=self.engine == "podman6"
+        )
         log = (self.logdir / f"{self.name}-init.log").open("ab")
         # --kill-child: when the holder dies, so does the init, and with it every process of the
         # PID namespace.

@@ -53,7 +53,12 @@ NOT_IN_SUITE = {"bookworm": ("docker-cli",)}
 # this machine's hybrid cgroup layout (see PODMAN_CONTAINERS_CONF).
 DOCKER_ONLY = ("docker.io", "docker-cli", "docker-compose", "containerd")
 PODMAN_PACKAGES = ("podman", "netavark", "aardvark-dns", "conmon", "catatonit")
-ENGINES = ("docker", "podman")
+# Podman 6 (issue 21): sid's tree with podman and netavark from experimental, where Podman 6.1
+# and netavark 2.0 are (nftables only); the rest, aardvark-dns included, from sid.
+PODMAN6_PACKAGES = ("podman/experimental", "netavark/experimental", "aardvark-dns", "conmon",
+                    "catatonit")  # fmt: skip
+ENGINES = ("docker", "podman", "podman6")
+EXPERIMENTAL = "experimental"
 # Podman 4.3 (bookworm) too: the machine is bookworm but has no Podman, and the Docker labs must
 # not meet one there; its tree is bookworm's own packages, as trixie's and sid's are.
 # crun (Podman's default runtime) fails to create containers on the machine's hybrid cgroup
@@ -74,6 +79,13 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 """
 
+# Podman 6 refuses cgroups v1 ("Cgroups v1 not supported"): its lab mounts a cgroup2 tree of
+# its own over /sys/fs/cgroup (release.py). On this machine every controller is bound to a v1
+# hierarchy, so that tree has none, and a pids limit (Podman's default 2048) can't be set.
+PODMAN6_CONTAINERS_CONF = PODMAN_CONTAINERS_CONF.replace(
+    'log_driver = "k8s-file"\n', 'log_driver = "k8s-file"\npids_limit = 0\n'
+)
+
 # The mirror's Release files are past their Valid-Until on this machine's clock; its own apt
 # configuration says the same.
 APT_OPTIONS = ('Acquire::Check-Valid-Until "false"', 'Acquire::Check-Date "false"')
@@ -82,15 +94,21 @@ APT_OPTIONS = ('Acquire::Check-Valid-Until "false"', 'Acquire::Check-Date "false
 def package_list(suite: str, engine: str = "docker") -> tuple[str, ...]:
     if engine == "podman":
         base = tuple(p for p in BASE_PACKAGES if p not in DOCKER_ONLY) + PODMAN_PACKAGES
+    elif engine == "podman6":
+        base = tuple(p for p in BASE_PACKAGES if p not in DOCKER_ONLY) + PODMAN6_PACKAGES
     else:
         base = tuple(p for p in BASE_PACKAGES if p not in NOT_IN_SUITE.get(suite, ()))
     return base + EXTRA_PACKAGES.get(suite, ())
 
 
 def _stamp_text(suite: str, engine: str = "docker") -> str:
-    podman = f"engine podman\n{PODMAN_CONTAINERS_CONF}" if engine == "podman" else ""
+    podman = f"engine {engine}\n{containers_conf(engine)}" if engine != "docker" else ""
     head = f"recipe {RECIPE}\nsuite {suite}\n{podman}"
     return head + "".join(f"{p}\n" for p in package_list(suite, engine))
+
+
+def containers_conf(engine: str) -> str:
+    return PODMAN6_CONTAINERS_CONF if engine == "podman6" else PODMAN_CONTAINERS_CONF
 
 
 def _name(suite: str, engine: str) -> str:
@@ -132,6 +150,8 @@ def build(suite: str, engine: str = "docker") -> Path:
         raise LabError(f"unknown suite {suite!r} (known: {', '.join(SUITES)})")
     if engine not in ENGINES:
         raise LabError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    if engine == "podman6" and suite != "sid":
+        raise LabError("Podman 6 comes from experimental, on top of sid only")
     if is_current(suite, engine):
         return path(suite, engine)
     with _locked(_name(suite, engine)):
@@ -152,6 +172,8 @@ def _build(suite: str, engine: str) -> None:
     argv += [f"--aptopt={o}" for o in APT_OPTIONS]
     argv += [f"--include={','.join(package_list(suite, engine))}"]
     argv += [suite, str(tmp), f"deb{opt} {uri} {suite} main"]
+    if engine == "podman6":
+        argv += [f"deb{opt} {uri} {EXPERIMENTAL} main"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     res = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
@@ -176,10 +198,10 @@ def _finish(tree: Path, suite: str, engine: str) -> None:
     # Mount points the lab binds over; created now so the cached tree never changes later.
     for d in ("run", "tmp", "var/lib/docker", "var/lib/containers"):
         (tree / d).mkdir(parents=True, exist_ok=True)
-    if engine == "podman":
+    if engine != "docker":
         conf = tree / "etc/containers/containers.conf.d/50-v6gen-lab.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text(PODMAN_CONTAINERS_CONF)
+        conf.write_text(containers_conf(engine))
     (tree / STAMP).write_text(_stamp_text(suite, engine))
 
 

@@ -157,7 +157,7 @@ def generated_files(lab: Lab) -> list[str]:
 def proxied_in_dropin(lab: Lab) -> set[str]:
     path = lab.path(DROPIN)
     text = path.read_text() if path.exists() else ""
-    return set(re.findall(r"^IPv6ProxyNDPAddress=(\S+)$", text, re.MULTILINE))
+    return set(re.findall(r"^(?:IPv6ProxyNDPAddress|ProxyNeighbor)=(\S+)$", text, re.MULTILINE))
 
 
 def systemctl_calls(lab: Lab) -> list[str]:

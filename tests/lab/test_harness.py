@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from . import kernel
 from .conftest import MakeLab
-from .labhost import Lab, poll
-from .nsproc import ns_inode
+from .labhost import Lab, cgroup_roots, poll
+from .nsproc import LabError, ns_inode
 
 pytestmark = pytest.mark.lab
 
@@ -85,11 +86,14 @@ def test_teardown_leaves_nothing(lab_prereqs: None, tmp_path: Path) -> None:
         lab.write("/var/lib/v6gen/probe", "x")
         netns = ns_inode(lab.host.pid, "net")
         cgroup = lab.cgroup_parent
+        # The container's cgroups, found while it runs: the check below is not vacuous.
+        live = cgroup_roots(cgroup)
     finally:
         lab.stop()
     assert sorted(_host_mounts()) == mounts_before
     assert not Path("/var/lib/v6gen/probe").exists()
-    assert not list(Path("/sys/fs/cgroup").glob(f"*/{cgroup}"))
+    assert live, f"no cgroup {cgroup} found while the lab's container ran"
+    assert cgroup_roots(cgroup) == []
     leftovers = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit() and netns in (ns_inode(int(p.name), k) for k in ("net", "mnt")):
@@ -107,3 +111,24 @@ def test_labs_in_sequence(make_lab: MakeLab) -> None:
 def test_lab_fixture_defaults(lab: Lab) -> None:
     assert lab.link_state("uplink0").get("ADMIN_STATE") == "configured"
     assert lab.docker.get_json("/images/json")[0]["RepoTags"] == ["v6gen-busybox:lab"]
+
+
+def test_kernel_preflight_names_what_is_missing(
+    lab_prereqs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The machine's kernel has what the lab needs (lab_prereqs checked it), and a feature it
+    lacked would be named with its option and what needs it, not found later as a daemon that
+    never starts. The missing feature is a probe that fails the way ip does for an unknown
+    link type, so this holds whatever the machine's kernel has."""
+    assert kernel.missing_features() == []
+    lacking = (
+        "frobnicator",
+        "CONFIG_FROB",
+        "nothing real",
+        "echo 'Unknown device type.' >&2; false",
+    )
+    monkeypatch.setattr(kernel, "PROBES", (*kernel.PROBES, lacking))
+    with pytest.raises(LabError) as err:
+        kernel.check()
+    lines = str(err.value).splitlines()
+    assert lines[1:-1] == ["  frobnicator (CONFIG_FROB), for nothing real: Unknown device type."]

@@ -9,7 +9,7 @@
    v6gen must leave it alone.
 3. The hook's trust chain: a state directory that is too open is tightened by sync, one owned
    by someone else is refused before anything changes.
-4. ipvlan, which this machine's kernel lacks (uml.py): in L2 mode the container answers for
+4. ipvlan, which this machine's kernel lacks (vm.py): in L2 mode the container answers for
    itself; in L3/L3S only a proxy entry on the parent (or a route on the LAN side) reaches it.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from . import uml
+from . import vm
 from .conftest import MakeLab
 from .image import IMAGE
 from .labhost import Lab, poll
@@ -268,7 +268,7 @@ def test_state_dir_of_another_owner_is_refused_before_any_change(lab: Lab) -> No
     assert not lab.lan_ping(PROBE)
 
 
-# ----- ipvlan, in User-mode Linux (uml.py: this machine's kernel has no ipvlan) -------------
+# ----- ipvlan, in a QEMU guest (vm.py: this machine's kernel has no ipvlan) -----------------
 # What Docker's ipvlan driver makes, without Docker: the container's end is an ipvlan link of its
 # parent in a namespace of its own, with its address and a default route (L2: via the LAN's
 # router, the network being the LAN's /64; L3/L3S: "default dev eth0", as Docker sets it). The
@@ -360,7 +360,7 @@ def test_ipvlan_what_a_lan_host_needs(lab_prereqs: None, tmp_path: Path) -> None
     resolved, the container answers the LAN's unicast probes itself (ipvlan hands them to it by
     address), all/proxy_ndp or not. A proxy entry on an uplink that is not the network's parent
     answers for the address but leads nowhere: the host has no route into an L3 ipvlan."""
-    out = uml.run_script(IPVLAN_SETUP + IPVLAN_CASES, tmp_path)
+    out = vm.run_script(IPVLAN_SETUP + IPVLAN_CASES, tmp_path)
     results = dict(
         (" ".join(w[1:3]), " ".join(w[3:]))
         for w in (ln.split() for ln in out.splitlines())

@@ -45,7 +45,7 @@ def sync(lab: Lab, *args: str) -> str:
 def proxied_in_dropin(lab: Lab, inside: str = DROPIN) -> set[str]:
     path = lab.path(inside)
     text = path.read_text() if path.exists() else ""
-    return set(re.findall(r"^IPv6ProxyNDPAddress=(\S+)$", text, re.MULTILINE))
+    return set(re.findall(r"^(?:IPv6ProxyNDPAddress|ProxyNeighbor)=(\S+)$", text, re.MULTILINE))
 
 
 def snapshot(lab: Lab) -> dict[str, tuple[int, bytes]]:

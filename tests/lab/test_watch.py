@@ -58,7 +58,7 @@ def addr(i: int) -> str:
 def dropin_addrs(lab: Lab) -> set[str]:
     p = lab.path(DROPIN)
     text = p.read_text() if p.exists() else ""
-    return set(re.findall(r"^IPv6ProxyNDPAddress=(\S+)$", text, re.MULTILINE))
+    return set(re.findall(r"^(?:IPv6ProxyNDPAddress|ProxyNeighbor)=(\S+)$", text, re.MULTILINE))
 
 
 def started_at(lab: Lab, cid: str) -> float:

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from v6gen.config import Config
-from v6gen.model import Forwarding, HostFacts, LinkFacts
+from v6gen.model import Forwarding, HostFacts, LinkFacts, ProxyKeyName
 from v6gen.plan import make_plan
 
 from fakes import addr, ep
@@ -254,6 +254,37 @@ def test_forwarding_follows_systemd_version(version: int | None, mode: Forwardin
     f = facts()
     plan = make_plan([ep()], Config(), HostFacts(f.default_uplink, f.links, version))
     assert plan.forwarding is mode
+
+
+NDP, NEIGHBOR = ProxyKeyName.IPV6_PROXY_NDP_ADDRESS, ProxyKeyName.PROXY_NEIGHBOR
+
+
+@pytest.mark.parametrize(
+    ("version", "running", "key"),
+    [
+        (262, True, NEIGHBOR),
+        (263, True, NEIGHBOR),
+        (261, True, NDP),
+        (257, True, NDP),
+        (None, False, NDP),
+        # Only the installed networkctl says 262: mid-upgrade, the running daemon may be older.
+        (262, False, NDP),
+    ],
+)
+def test_proxy_key_is_the_new_name_only_for_a_running_262(
+    version: int | None, running: bool, key: ProxyKeyName
+) -> None:
+    f = facts()
+    host = HostFacts(f.default_uplink, f.links, version, systemd_version_running=running)
+    assert make_plan([ep()], Config(), host).proxy_key is key
+
+
+def test_the_admins_systemd_version_decides_the_proxy_key() -> None:
+    f = facts()
+    unknown = HostFacts(f.default_uplink, f.links, None)
+    assert make_plan([ep()], Config(systemd_version=262), unknown).proxy_key is NEIGHBOR
+    running_262 = HostFacts(f.default_uplink, f.links, 262, systemd_version_running=True)
+    assert make_plan([ep()], Config(systemd_version=257), running_262).proxy_key is NDP
 
 
 def test_addresses_are_canonical_and_sorted() -> None:

@@ -10,7 +10,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from v6gen.model import Forwarding, Owner, Plan, ProxyEntry, UplinkFailure, UplinkPlan
+from v6gen.model import (
+    Forwarding,
+    Owner,
+    Plan,
+    ProxyEntry,
+    ProxyKeyName,
+    UplinkFailure,
+    UplinkPlan,
+)
 from v6gen.paths import Paths
 from v6gen.render import render
 
@@ -39,6 +47,7 @@ NETPLAN = UplinkPlan(
 CASES = {
     "v252": Plan((SEED,), Forwarding.SYSCTL_ONLY, 0),
     "v256": Plan((SEED,), Forwarding.LINK_KEY, 0),
+    "v262": Plan((SEED, NETPLAN), Forwarding.LINK_KEY, 0, proxy_key=ProxyKeyName.PROXY_NEIGHBOR),
     "unknown_version": Plan((SEED, NETPLAN), Forwarding.LINK_KEY, None),
     "failed_uplink_kept": Plan(
         (SEED,), Forwarding.SYSCTL_ONLY, 0, failed=(UplinkFailure("eth1", "gone", ""),)
@@ -61,7 +70,9 @@ def test_render_matches_golden(case: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_networkd_files_parse_as_ini_with_only_our_keys(case: str) -> None:
-    allowed = {"ipv6proxyndp", "ipv6proxyndpaddress", "ipv6acceptra", "ipv6forwarding"}
+    allowed = {
+        "ipv6proxyndp", "ipv6proxyndpaddress", "proxyneighbor", "ipv6acceptra", "ipv6forwarding"
+    }  # fmt: skip
     for path, content in render(CASES[case], Paths(ROOT)).items():
         if path.suffix != ".conf" or "sysctl.d" in str(path):
             continue

@@ -351,3 +351,57 @@ def test_reload_stays_owed_when_the_kernel_step_fails(host: Host) -> None:
         engine.sync(host.ctx())
     assert host.dropin.exists() and host.networkd.reloads == 0
     assert host.paths.reload_marker.exists()  # so the next sync reloads even with no changes
+
+
+OLD_KEY = "IPv6ProxyNDPAddress=2001:db8::a:71a5\n"
+NEW_KEY = "ProxyNeighbor=2001:db8::a:71a5\n"
+
+
+def test_networkd_262_gets_proxy_neighbor(host: Host) -> None:
+    host.networkd.version = 262
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    text = host.dropin.read_text()
+    assert NEW_KEY in text and "\nIPv6ProxyNDPAddress=" not in text
+    (row,), _ = engine.status(host.ctx())
+    assert row.in_dropin and row.in_kernel and row.ok
+
+
+def test_262_known_only_from_networkctl_keeps_the_old_name(host: Host) -> None:
+    host.networkd.version, host.networkd.running = 262, False
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    assert OLD_KEY in host.dropin.read_text()
+
+
+def test_upgrade_to_262_rewrites_the_dropin_and_never_drops_the_entry(host: Host) -> None:
+    host.networkd.version = 257
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    assert OLD_KEY in host.dropin.read_text()
+
+    host.networkd.version = 262  # networkd restarted after the upgrade
+    out = engine.sync(host.ctx())
+    text = host.dropin.read_text()
+    assert NEW_KEY in text and "\nIPv6ProxyNDPAddress=" not in text
+    assert set(out.changes.write) == {host.dropin}  # the drop-in only: restore data is unchanged
+    assert out.changes.delete == frozenset() and out.changes.add == frozenset()
+    assert all(not deleted for _, deleted in host.kernel.batches)  # never out of the kernel
+    assert host.kernel.proxy == {SEED}
+    assert host.networkd.reloads == 2
+    assert engine.sync(host.ctx()).changes.empty
+
+    host.networkd.version = 257  # a downgrade: back to the name 257 reads
+    engine.sync(host.ctx())
+    assert OLD_KEY in host.dropin.read_text()
+
+
+def test_status_reads_an_own_dropin_of_either_name(host: Host) -> None:
+    host.docker.items = [ep()]
+    engine.sync(host.ctx())
+    # As an older v6gen wrote it, or a newer one on 262: status sees the address either way.
+    for key in ("IPv6ProxyNDPAddress", "ProxyNeighbor"):
+        host.dropin.write_text(host.dropin.read_text().replace("IPv6ProxyNDPAddress=", f"{key}="))
+        (row,), _ = engine.status(host.ctx())
+        assert row.in_dropin, key
+        host.dropin.write_text(host.dropin.read_text().replace(f"{key}=", "IPv6ProxyNDPAddress="))

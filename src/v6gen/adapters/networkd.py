@@ -79,6 +79,7 @@ class DBusNetworkd:
         self._version: int | None = None
         self._version_known = False
         self._version_source = "not asked yet"
+        self._version_running = False
 
     # -- the Networkd port ------------------------------------------------------------------
 
@@ -140,7 +141,14 @@ class DBusNetworkd:
 
     def reload(self) -> str | None:
         """Manager.Reload, else `networkctl reload` (returning a warning that says so);
-        NetworkdError when neither worked."""
+        NetworkdError when neither worked.
+
+        Not 262's `--no-reconfigure` (varlink Reload with reconfigureLinks=false): a Reload
+        reconfigures only the links whose files changed, here the uplink, and networkd must
+        reconfigure it to take the new address list as its own (it re-adds only what it has
+        configured, after a flap or its restart). Measured on 262 in the lab: five reloads cost
+        a 10 ms echo stream to an already proxied container nothing (0 of 580-714 lost), and
+        a second uplink was not reconfigured (tests/lab/test_networkd262.py)."""
         try:
             self._call(NETWORK1, NETWORK1_PATH, NETWORK1_MANAGER, "Reload", "", [], "")
             return None
@@ -170,6 +178,10 @@ class DBusNetworkd:
         """Where systemd_version() came from, for doctor."""
         self.systemd_version()
         return self._version_source
+
+    def systemd_version_running(self) -> bool:
+        self.systemd_version()
+        return self._version_running
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -322,6 +334,7 @@ class DBusNetworkd:
         running = self._running_networkd_version()
         if running is not None:
             self._version_source = f"the running systemd-networkd (pid {running[1]})"
+            self._version_running = True
             return running[0]
         try:
             (value,) = self._call(
@@ -339,6 +352,9 @@ class DBusNetworkd:
             version = _leading_int(str(getattr(value, "value", value)))
             if version is not None:
                 self._version_source = "the running systemd (PID 1), not networkd itself"
+                # Debian's and upstream's packaging restart networkd right after re-executing
+                # PID 1 on an upgrade: the two run the same release.
+                self._version_running = True
                 return version
         except NetworkdError as e:
             # Normal where systemd is not PID 1 (containers): networkctl still knows.
