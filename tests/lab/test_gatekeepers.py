@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from . import packages, rootfs
+from . import packages, podman, rootfs
 from .conftest import MakeLab
 from .image import IMAGE
 from .labhost import INSTALLED_ENV, Lab, poll
@@ -333,3 +333,30 @@ def test_firewalld_on_other_releases(make_lab: MakeLab, release: str, mode: str 
     lab.run(fix)
     assert measured(lab) == docker_only, f"after `{fix}`"
     assert lan_column(lab) == expected_lan(docker_only)
+
+
+def test_netavark2_with_an_nft_forward_drop(make_lab: MakeLab) -> None:
+    """Podman 6.1's netavark 2.0 (nftables only, its own `inet netavark` table) on sid: what
+    the LAN reaches of a container listening on an unpublished port, as v6gen says it; then
+    the admin's nftables forward chain with policy drop on top, named, and its fix."""
+    lab = make_lab(release="sid", engine="podman6")
+    podman.create_network(lab, "v6pod", SUBNET)
+    serve = f"nc -ll -p {{}} -e echo {REPLY}"
+    script = f"{serve.format(PUBLISHED)} & {serve.format(UNPUBLISHED)}"
+    podman.run_container(lab, "probe", "v6pod", PROBE, ("sh", "-c", script))
+    assert lab.v6gen("sync").returncode == 0
+    netavark_only = measured(lab)
+    print(f"netavark 2.0 alone: {netavark_only}")
+    assert "table inet netavark" in lab.run("nft list ruleset").stdout
+    assert lan_column(lab) == expected_lan(netavark_only)
+
+    lab.write("/tmp/policy-drop.nft", NFT_POLICY_DROP)
+    lab.run("nft -f /tmp/policy-drop.nft")
+    res = lab.v6gen("sync")
+    assert measured(lab) == (False, False, False)
+    assert res.returncode == EXIT_BLOCKED, f"sync exit {res.returncode}\n{res.stderr}"
+    fix = fix_line(res.stderr, "nft table inet filter, chain forward")
+    assert lan_column(lab) == "none"
+    lab.run(fix)  # as printed: its trailing note is a shell comment
+    assert measured(lab) == netavark_only, f"after `{fix}`"
+    assert lan_column(lab) == expected_lan(netavark_only)
