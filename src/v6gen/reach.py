@@ -9,6 +9,7 @@ ports:80,443 (some published ports), icmp (ICMPv6 echo only), none.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
@@ -37,7 +38,8 @@ class Target:
 
     @property
     def closed(self) -> int:
-        return next(p for p in _CLOSED_CANDIDATES if p not in self.published)
+        ports = itertools.chain(_CLOSED_CANDIDATES, range(1, 65536))
+        return next(p for p in ports if p not in self.published)
 
     def ports(self) -> list[int]:
         return [*self.published, self.closed]

@@ -138,6 +138,12 @@ def test_classes(passed: set[str | int], want: tuple[Reach, tuple[int, ...]]) ->
     assert reach.classify(TARGET, frozenset(passed)) == want
 
 
+def test_the_unpublished_port_is_never_a_published_one() -> None:
+    every_candidate = reach.Target(TARGET.address, "n", "br", None, (7, 9, 13, 19, 37, 79))
+    assert every_candidate.closed not in every_candidate.published
+    assert TARGET.closed == 9
+
+
 def test_short_names() -> None:
     assert Verdict(Reach.PORTS, "", (80, 443)).short == "ports:80,443"
     assert [Verdict(r, "").short for r in (Reach.ALL, Reach.ICMP, Reach.NONE)] == [
