@@ -302,12 +302,18 @@ def watch(
     def log(line: str) -> None:
         typer.echo(f"v6gen: {line}", err=True)
 
-    def report(outcome: Outcome, ctx: Context) -> None:
-        from v6gen.report import change_lines, problem_lines
+    gated: frozenset[tuple[str, str]] = frozenset()
 
+    def report(outcome: Outcome, ctx: Context) -> None:
+        from v6gen.report import change_lines, gated_keys, lifted_lines, problem_lines
+
+        nonlocal gated
         if not outcome.changes.empty:
             for line in change_lines(outcome, ctx.paths):
                 log(line)
+        for line in lifted_lines(gated, outcome.plan):
+            log(line)
+        gated = gated_keys(outcome.plan)
         for line in problem_lines(outcome, verbose=_State.verbose):
             typer.echo(line, err=True)
 

@@ -87,6 +87,20 @@ def gated_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def gated_keys(plan: Plan) -> frozenset[tuple[str, str]]:
+    """(gatekeeper, network) of every warning gated_lines gives."""
+    return frozenset((g.blocker.gatekeeper, g.network) for g in plan.gated)
+
+
+def lifted_lines(before: frozenset[tuple[str, str]], plan: Plan) -> list[str]:
+    """For watch, whose warnings otherwise just stop: each gatekeeper that kept the LAN from a
+    network at the last sync and no longer does."""
+    return [
+        f"{gatekeeper} no longer keeps the LAN from docker network {network}"
+        for gatekeeper, network in sorted(before - gated_keys(plan))
+    ]
+
+
 def gated_json(plan: Plan) -> list[dict[str, Any]]:
     return [
         {

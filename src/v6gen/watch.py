@@ -46,6 +46,9 @@ class Timing:
 
 
 _LOST, _EVENT, _HUP, _STOP = "lost", "event", "hup", "stop"
+# The host's firewall rules changed (adapters/rulemonitor.py): judged again by a sync, with no
+# Docker event to trigger one.
+_RULES = "rules"
 
 
 class Watcher:
@@ -96,6 +99,9 @@ class Watcher:
 
     def hup(self) -> None:
         self._queue.put((_HUP, None, -1))
+
+    def rules_changed(self) -> None:
+        self._queue.put((_RULES, None, -1))
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -229,14 +235,21 @@ class Watcher:
             if kind == _LOST:
                 self._log(f"lost Docker ({payload}); entries kept, reconnecting")
                 return
-            if kind == _EVENT:
-                self._fast(payload)
-                kind, payload = self._coalesce()
+            reason = "hup" if kind == _HUP else "events"
+            if kind in (_EVENT, _RULES):
+                if kind == _EVENT:
+                    self._fast(payload)
+                # A `ufw reload` is hundreds of rule changes: one sync after the burst.
+                events = kind == _EVENT
+                kind, payload, more_events = self._coalesce()
+                reason = "events" if events or more_events else "rules"
                 if kind in (_STOP, _LOST):
                     self._queue.put((kind, payload, -1))  # handle it after this sync
+                if kind == _HUP:
+                    reason = "hup"
             if kind == _HUP and self._hup():
                 return  # the run loop subscribes to the new Docker and resyncs from it
-            if not self._sync("hup" if kind == _HUP else "events"):
+            if not self._sync(reason):
                 return
             if interval is not None:
                 self._notifier.send(watchdog="1")
@@ -251,18 +264,23 @@ class Watcher:
             self._log(f"config not reloaded, keeping the previous one: {exc.message}")
             return False
 
-    def _coalesce(self) -> tuple[str, Any]:
-        """Swallow the rest of a burst; return anything that ended it early (kind, payload)."""
+    def _coalesce(self) -> tuple[str, Any, bool]:
+        """Swallow the rest of a burst (Docker events and rule changes); return anything that
+        ended it early (kind, payload), and whether it held a Docker event."""
         deadline = time.monotonic() + self._timing.max_delay
+        events = False
         while (left := deadline - time.monotonic()) > 0:
             try:
                 kind, payload = self._get(min(self._timing.debounce, left))
             except queue.Empty:
                 break
+            if kind == _RULES:
+                continue
             if kind != _EVENT:
-                return kind, payload
+                return kind, payload, events
+            events = True
             self._fast(payload)
-        return _EVENT, None
+        return _EVENT, None, events
 
     def _fast(self, event: Any) -> None:
         """The fast path for `event` and every event already queued behind it (so a container
@@ -328,6 +346,7 @@ def serve(
     from v6gen.adapters.firewalls import HostFirewalls
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
+    from v6gen.adapters.rulemonitor import RuleMonitor
     from v6gen.instant import Instant
     from v6gen.model import Endpoint
     from v6gen.paths import Paths
@@ -348,7 +367,7 @@ def serve(
     retired: list[DockerAPI] = []  # replaced clients, closed once their event stream is
     kernel = IpKernel()
     # Replays are remembered in memory across resyncs: a ruleset is judged once. A change of
-    # rules alone (`ufw reload`) is seen at the next resync, not at once (README).
+    # rules alone (`ufw reload`) comes from the rule monitor below, and asks for a sync.
     firewalls = HostFirewalls()
 
     def reconfigure() -> bool:
@@ -374,6 +393,8 @@ def serve(
     def resync(reason: str) -> bool:
         if reason == "hup":
             log("SIGHUP: full resync")
+        if reason == "rules":
+            log("the host's firewall rules changed: judging the path again")
         if reason in ("start", "reconnect"):
             instant.forget()
         # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
@@ -428,6 +449,12 @@ def serve(
         subscribe, resync, log, Notifier(), timing, reload, reconfigure, react=instant.react
     )
     watcher.install_signal_handlers()
+    monitor = RuleMonitor(watcher.rules_changed, log)
     log(f"watching the events of {docker.choice().describe()}")
-    watcher.run()
+    if monitor.start():
+        log("following the host's firewall rules (nft monitor)")
+    try:
+        watcher.run()
+    finally:
+        monitor.close()
     log("stopped")

@@ -37,6 +37,7 @@ from . import packages, podman, rootfs
 from .conftest import MakeLab
 from .image import IMAGE
 from .labhost import INSTALLED_ENV, Lab, poll
+from .watchproc import NotifySocket, WatchProc
 
 pytestmark = [
     pytest.mark.lab,
@@ -360,3 +361,34 @@ def test_netavark2_with_an_nft_forward_drop(make_lab: MakeLab) -> None:
     lab.run(fix)  # as printed: its trailing note is a shell comment
     assert measured(lab) == netavark_only, f"after `{fix}`"
     assert lan_column(lab) == expected_lan(netavark_only)
+
+
+def test_watch_judges_again_when_ufw_changes(make_lab: MakeLab) -> None:
+    """`ufw enable` and ufw's fix, with `v6gen watch` running and no Docker event: watch's rule
+    monitor (`nft monitor`; ufw is iptables-nft here) asks for a sync, and that sync names ufw
+    and its fix; after the fix, watch says ufw no longer blocks, the LAN connects and status
+    says `all`. Generous time-outs: only the outcome is asserted."""
+    lab = make_lab()
+    bridge = probe_container(lab)
+    with NotifySocket() as notify, WatchProc(lab, notify=notify) as watch:
+        watch.wait_ready()
+        assert watch.wait_for("following the host's firewall rules", 10), watch.text()
+        mark = watch.mark()
+        lab.run("ufw --force enable")
+        judged = "the host's firewall rules changed: judging the path again"
+        assert watch.wait_for(judged, 30, since=mark), watch.text()
+        fix = f"ufw route allow in on uplink0 out on {bridge} to {SUBNET}"
+        assert watch.wait_for("warning: ufw keeps", 30, since=mark), watch.text()
+        assert watch.wait_for(f"hint: {fix}", 30, since=mark), watch.text()
+        assert measured(lab) == (True, False, False)
+        assert lan_column(lab) == "icmp"
+
+        mark = watch.mark()
+        lab.run(fix)
+        assert watch.wait_for(judged, 30, since=mark), watch.text()
+        lifted = "ufw no longer keeps the LAN from docker network v6net"
+        assert watch.wait_for(lifted, 30, since=mark), watch.text()
+        assert measured(lab) == (True, True, True), f"after `{fix}`"
+        assert lan_column(lab) == "all"
+        assert watch.stop() == 0
+    assert watch.count("warning: ufw keeps", since=mark) == 0, watch.text()

@@ -329,3 +329,17 @@ def test_without_a_replay_docker_alone_decides() -> None:
     plan, _ = _plan_with(Verdict(Reach.ALL, "the LAN reaches every port"))
     (entry,) = plan.uplinks[0].entries
     assert (entry.lan, plan.gated) == ("all", ())
+
+
+def test_watch_says_when_a_gatekeeper_stops_blocking() -> None:
+    """watch's warnings would otherwise just stop: the sync after the admin's fix names what
+    no longer blocks, once."""
+    blocked, network = _plan_with(Verdict(Reach.ICMP, "", (), (UFW_FIX,)))
+    fixed, _ = _plan_with(Verdict(Reach.ALL, "", (), ()))
+    before = report.gated_keys(blocked)
+    assert before == {("ufw", network)}
+    assert report.lifted_lines(before, blocked) == []
+    assert report.lifted_lines(before, fixed) == [
+        f"ufw no longer keeps the LAN from docker network {network}"
+    ]
+    assert report.lifted_lines(report.gated_keys(fixed), fixed) == []

@@ -247,3 +247,27 @@ def test_a_sync_that_keeps_failing_is_retried_with_backoff(clock: VirtualTime) -
     thread.join(timeout=60)
     # Tries at 0, 0.1, 0.3, 0.5, 0.7 and 0.9 s: a handful in a second, not thousands.
     assert len(h.streams) == 6, len(h.streams)
+
+
+def test_a_burst_of_rule_changes_alone_is_one_sync(clock: VirtualTime) -> None:
+    """`ufw reload` with no Docker event: hundreds of changes from the rule monitor, one sync."""
+    with Harness(clock) as h:
+        h.wait_syncs(1)
+        for _ in range(300):
+            h.watcher.rules_changed()
+        h.wait_syncs(2)
+        clock.run_for(10)
+        assert h.reasons == ["start", "rules"]
+
+
+def test_rule_changes_and_events_in_one_burst_are_one_events_sync(clock: VirtualTime) -> None:
+    """Docker's own rules change as it starts a container: one sync, for the events."""
+    with Harness(clock) as h:
+        h.wait_syncs(1)
+        h.watcher.rules_changed()
+        clock.run_for(0.01)
+        h.streams[0].put(event())
+        h.watcher.rules_changed()
+        h.wait_syncs(2)
+        clock.run_for(10)
+        assert h.reasons == ["start", "events"]
