@@ -186,7 +186,9 @@ class Watcher:
             self._reload_at = min(
                 now + self._timing.settle, self._owed_since + self._timing.reload_max
             )
-        if reason != "events" or (
+        # Rule changes come in bursts like events (Docker rewrites its own rules as containers
+        # start): their reload waits for the quiet too.
+        if reason not in ("events", "rules") or (
             self._reload_at is not None and time.monotonic() >= self._reload_at
         ):
             self._flush()

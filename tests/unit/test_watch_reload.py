@@ -95,6 +95,22 @@ def test_a_long_burst_owes_one_reload_after_it_settles(clock: VirtualTime) -> No
         assert len(r.reloads) == 2
 
 
+def test_rule_changes_amid_a_burst_leave_the_reload_to_the_quiet(clock: VirtualTime) -> None:
+    """Docker rewrites its own rules while a compose burst goes on: a sync for those changes
+    alone must not reload networkd in the middle of the burst."""
+    with Rig(clock, Timing(debounce=0.02, max_delay=0.1, settle=0.3, reload_max=5.0)) as r:
+        r.wait("reloads", 1)
+        for _ in range(3):
+            r.event()
+            clock.run_for(0.15)
+            r.watcher.rules_changed()
+            clock.run_for(0.15)
+        assert [reason for _, reason in r.syncs[1:]] == ["events", "rules"] * 3
+        assert len(r.reloads) == 1
+        r.wait("reloads", 2, limit=1.0)
+        assert r.reloads[-1] - r.syncs[-1][0] == pytest.approx(T.settle)
+
+
 def test_reload_max_bounds_the_wait_in_an_endless_burst(clock: VirtualTime) -> None:
     with Rig(clock) as r:
         r.wait("reloads", 1)
