@@ -16,9 +16,14 @@ import pytest
 from . import kernel, packages
 from .debpkg import Deb, build_deb, host_state
 from .image import build_rootfs_tar
-from .labhost import Lab, LabOptions
+from .labhost import INSTALLED_ENV, Lab, LabOptions
 
 MakeLab = Callable[..., Lab]
+# The package under test (autopkgtest) is installed on the machine's own release; labs in another
+# release's root filesystem run v6gen from src/, so they are not the package's tests.
+SRC_ONLY = pytest.mark.skipif(
+    os.environ.get(INSTALLED_ENV) == "1", reason="runs src/ in a release's chroot, not the package"
+)
 
 
 @pytest.fixture(scope="session")

@@ -16,25 +16,16 @@ publish. The expected matrix is the one measured in ../shared/notes/docker-firew
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from .conftest import MakeLab
+from .conftest import SRC_ONLY, MakeLab
 from .image import IMAGE
-from .labhost import DOCKERD_LAB_ARGS, INSTALLED_ENV, Lab
+from .labhost import DOCKERD_LAB_ARGS, Lab
 
-pytestmark = [
-    pytest.mark.lab,
-    # The package under test (autopkgtest) is installed on the machine's own release; these labs
-    # run v6gen in another release's root filesystem, from src/.
-    pytest.mark.skipif(
-        os.environ.get(INSTALLED_ENV) == "1",
-        reason="runs src/ in a release's chroot, not the package",
-    ),
-]
+pytestmark = [pytest.mark.lab, SRC_ONLY]
 
 GATEWAY_MODE = "com.docker.network.bridge.gateway_mode_ipv6"
 SUBNET = "2001:db8::a:71a0/125"

@@ -9,25 +9,18 @@ render what it renders on trixie, as before an upgrade; dropping that line is th
 
 from __future__ import annotations
 
-import os
 from ipaddress import IPv6Address
 
 import pytest
 
-from .conftest import MakeLab
+from .conftest import SRC_ONLY, MakeLab
 from .image import IMAGE
-from .labhost import INSTALLED_ENV, Lab, poll
+from .labhost import Lab, poll
 from .proxywatch import EchoStream, ProxyTable
 from .test_releases import SEEDS
 from .test_scenarios import DROPIN, PROBE, proxied_in_dropin, sync
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.environ.get(INSTALLED_ENV) == "1",
-        reason="runs src/ in a release's chroot, not the package",
-    ),
-]
+pytestmark = [pytest.mark.lab, SRC_ONLY]
 CONFIG = "/etc/v6gen/config.yaml"
 NETWORK = "lab_probe-network"  # the compose project "lab"'s network in seed-routed.yml
 EXTRA = "2001:db8::a:71a6"

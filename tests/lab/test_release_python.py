@@ -18,17 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from .labhost import INSTALLED_ENV
+from .conftest import SRC_ONLY
 from .release import REPO, ChrootNamespace
 
-pytestmark = [
-    pytest.mark.lab,
-    # Under autopkgtest the package is installed on the machine's own release, not in these trees.
-    pytest.mark.skipif(
-        os.environ.get(INSTALLED_ENV) == "1",
-        reason="runs src/ in a release's chroot, not the package",
-    ),
-]
+pytestmark = [pytest.mark.lab, SRC_ONLY]
 
 PYTHONS = {"trixie": "3.13.", "sid": "3.14."}
 RELEASES = sorted(PYTHONS)

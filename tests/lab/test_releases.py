@@ -9,26 +9,17 @@ with the seed that suits it.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import Any
 
 import pytest
 
 from . import rootfs, test_scenarios
-from .conftest import MakeLab
-from .labhost import INSTALLED_ENV, Lab, poll
+from .conftest import SRC_ONLY, MakeLab
+from .labhost import Lab, poll
 from .test_scenarios import COMPOSE, PROBE, SEED, proxied_in_dropin, snapshot, sync
 
-pytestmark = [
-    pytest.mark.lab,
-    # The package under test (autopkgtest) is installed on the machine's own release; these labs
-    # run v6gen in another release's root filesystem, from src/.
-    pytest.mark.skipif(
-        os.environ.get(INSTALLED_ENV) == "1",
-        reason="runs src/ in a release's chroot, not the package",
-    ),
-]
+pytestmark = [pytest.mark.lab, SRC_ONLY]
 
 # What each release must be running, so a test can't pass on the machine's own by mistake.
 VERSIONS = {
