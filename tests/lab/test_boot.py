@@ -280,6 +280,42 @@ def test_service_sandbox_applied_and_watchdog(booted: BootedSystem) -> None:
     assert system.show("v6gen", "WatchdogUSec")["WatchdogUSec"] == "2min"
 
 
+def test_watch_in_its_sandbox_judges_the_host_firewall(booted: BootedSystem) -> None:
+    """v6gen.service's sandbox allows no network namespace, so watch asks v6gen-replay.socket
+    (pulled in by the service) for its replays, which v6gen-replay@.service runs in a sandbox
+    of its own. The admin's `ip6tables -I FORWARD -j DROP` (no Docker event: watch's rule
+    monitor notices) is named in watch's journal with its fix, and its removal too; neither
+    unit's journal shows a denial."""
+    system = booted
+    assert system.is_active("v6gen-replay.socket") == "active"
+    seen = len(system.journal("-u", "v6gen", "-o", "cat").splitlines())
+
+    def said(pattern: str) -> bool:
+        new = system.journal("-u", "v6gen", "-o", "cat").splitlines()[seen:]
+        return any(re.search(pattern, line) for line in new)
+
+    blocked = rf"warning: ip6tables\S* rules keeps the LAN from docker network {NETWORK}: "
+    system.run(["ip6tables", "-I", "FORWARD", "-j", "DROP"])
+    try:
+        assert poll(lambda: said(blocked), EVENTUALLY, interval=0.5), system.journal(
+            "-u", "v6gen", "-o", "cat"
+        )
+        assert said(r"^hint: ip6tables\S* -I FORWARD "), system.journal("-u", "v6gen")
+    finally:
+        system.run(["ip6tables", "-D", "FORWARD", "-j", "DROP"])
+    lifted = rf"ip6tables\S* rules no longer keeps the LAN from docker network {NETWORK}$"
+    assert poll(lambda: said(lifted), EVENTUALLY, interval=0.5), system.journal("-u", "v6gen")
+    replays = system.journal("-u", "v6gen-replay@*", "-o", "cat")
+    watch = system.journal("-u", "v6gen", "-o", "cat").splitlines()[seen:]
+    denials = [ln for ln in [*watch, *replays.splitlines()] if DENIAL.search(ln)]
+    assert not denials, "\n".join(denials)
+    security = system.run(["systemd-analyze", "security", "--no-pager", "v6gen-replay@x.service"],
+                          check=False).stdout  # fmt: skip
+    score = re.search(r"Overall exposure level for \S+: (\S+ \S+)", security)
+    MEASURED[system.suite]["replay_security_exposure"] = score.group(1) if score else "?"
+    print(replays, security)
+
+
 def test_reboot_brings_entry_and_lan_back(booted: BootedSystem) -> None:
     """`systemctl reboot` inside; on the next boot, without any manual step, the entry of the
     `--restart unless-stopped` container is back, the LAN reaches it and diff has nothing."""

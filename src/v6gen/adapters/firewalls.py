@@ -1,6 +1,8 @@
 """The host's firewalls, read with their own tools and replayed in a private network namespace
 (v6gen.pathprobe, a child process of its own: it needs CAP_SYS_ADMIN for the namespace and
-AF_PACKET sockets, and nothing of it stays behind).
+AF_PACKET sockets, and nothing of it stays behind). Where this process may not make a namespace
+(v6gen.service's sandbox), the replay is asked of v6gen-replay.socket, whose service runs
+pathprobe with a sandbox of its own (the Debian package ships both).
 
 Replays are cached per ruleset and target: a sync whose rules and containers did not change
 reads the rules (three short processes) and asks nothing else; a new container is probed alone.
@@ -12,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -26,6 +29,8 @@ _LEGACY_TABLES = Path("/proc/net/ip6_tables_names")  # tables of the legacy ip6_
 _ROUTES = Path("/proc/net/ipv6_route")
 _RTF_LOCAL, _RTF_ANYCAST = 0x80000000, 0x00100000  # include/uapi/linux/ipv6_route.h
 _CACHE_LIMIT = 64  # rulesets remembered per process (a host's rules change rarely)
+# Where v6gen-replay.socket listens (debian/v6gen.v6gen-replay.socket).
+REPLAY_SOCKET = Path("/run/v6gen-replay.sock")
 _TOOLS = (
     ("legacy", ["ip6tables-legacy-save"]),
     ("iptables_nft", ["ip6tables-nft-save"]),
@@ -41,7 +46,9 @@ class HostFirewalls:
     """`cache_file` keeps the last ruleset's answers across runs (a CLI sync is a new process
     each time); None keeps them in memory only."""
 
-    def __init__(self, cache_file: Path | None = None) -> None:
+    def __init__(self, cache_file: Path | None = None, replay_socket: Path = REPLAY_SOCKET) -> None:
+        self._socket = replay_socket
+        self._via_socket = False  # this process may not replay itself: ask the socket
         self._cache: dict[str, dict[str, dict[str, Any]]] = {}
         self._file = cache_file
         self._loaded = cache_file is None  # the file is read only when a replay needs it
@@ -155,6 +162,8 @@ class HostFirewalls:
             _write(self._file, json.dumps({key: self._cache[key]}))
 
     def _run(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        if self._via_socket:
+            return self._ask_socket(request)
         if self._unable:
             return _failed(request, self._unable)
         # This v6gen's own modules, and never the working directory's (-P, cwd /): it runs as
@@ -179,16 +188,33 @@ class HostFirewalls:
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or [str(done.returncode)])[-1]
             return _failed(request, f"the replay failed: {last}")
-        try:
-            rounds = dict(json.loads(done.stdout)["rounds"])
-        except (ValueError, KeyError, TypeError):
-            return _failed(request, "the replay printed no answer")
+        rounds = _answer(done.stdout, request)
         errors = {str(r.get("error", "")) for r in rounds.values()}
         if any("Errno 1" in e and "unshare" in e for e in errors):
             # Not allowed a namespace (a sandbox such as v6gen.service's): it won't be later
-            # in this process either, so watch stops starting the helper for nothing.
+            # in this process either. The packaged socket replays outside this sandbox; without
+            # it, watch stops starting the helper for nothing.
+            if self._socket.is_socket():
+                self._via_socket = True
+                return self._ask_socket(request)
             self._unable = f"no network namespace allowed here: {sorted(errors)[0]}"
         return rounds
+
+    def _ask_socket(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The same replay by v6gen-replay@.service: the request, then end of input; the
+        answer, then end of output."""
+        chunks = []
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(_TIMEOUT)
+                conn.connect(str(self._socket))
+                conn.sendall(json.dumps(request).encode())
+                conn.shutdown(socket.SHUT_WR)
+                while data := conn.recv(1 << 16):
+                    chunks.append(data)
+        except OSError as exc:
+            return _failed(request, f"the replay at {self._socket} did not answer: {exc}")
+        return _answer(b"".join(chunks).decode(errors="replace"), request)
 
 
 def _read(path: Path) -> str:
@@ -222,6 +248,13 @@ def _write(path: Path, text: str) -> None:
         tmp.replace(path)
     except OSError:
         pass  # a cache only: the next run replays again
+
+
+def _answer(text: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return dict(json.loads(text)["rounds"])
+    except (ValueError, KeyError, TypeError):
+        return _failed(request, "the replay printed no answer")
 
 
 def _target_key(target: Mapping[str, Any]) -> str:
