@@ -183,6 +183,8 @@ def make_plan(
     owners: dict[IPv6Address, list[Owner]] = {}
     blocked: dict[str, tuple[str, list[BlockedAddress]]] = {}
     gated: dict[tuple[str, str], tuple[GateFix, list[tuple[BlockedAddress, Verdict]]]] = {}
+    # Why the host's firewalls could not be judged, and for which addresses.
+    unjudged: dict[str, set[IPv6Address]] = {}
 
     def skip(ep: Endpoint, reason: str, by_choice: bool = False) -> None:
         skipped.append(
@@ -266,6 +268,8 @@ def make_plan(
             ep.project and validate.display(ep.project),
             ep.service and validate.display(ep.service),
         )
+        if verdict.reach is Reach.UNKNOWN and facts.path_verdicts:
+            unjudged.setdefault(verdict.why.split(" (Docker's own rules:")[0], set()).add(address)
         for blocker in verdict.blockers:
             entry = gated.setdefault((blocker.gatekeeper, owner.network), (blocker, []))
             entry[1].append((BlockedAddress(address, owner.container, uplink), verdict))
@@ -332,6 +336,11 @@ def make_plan(
                 entries,
                 set_accept_ra=not facts.links[name].accept_ra_configured,
             )
+        )
+    for why, addresses in sorted(unjudged.items()):
+        warnings.append(
+            "cannot tell what the host's firewalls let the LAN reach of "
+            f"{count(len(addresses), 'proxied address', 'proxied addresses')}: {why}"
         )
     unknown = sum(1 for u in uplinks for e in u.entries if e.reach is Reach.UNKNOWN)
     if unknown and firewall.filters_by_default(docker.docker_version):

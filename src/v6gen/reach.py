@@ -154,7 +154,9 @@ def combine(docker: Verdict, path: Verdict | None) -> Verdict:
     if path is None or docker.reach is Reach.NONE:
         return docker
     if path.reach is Reach.UNKNOWN:
-        return replace(docker, why=f"{docker.why}; other firewalls not judged: {path.why}")
+        # Other gatekeepers' rules are on the path and could not be judged: Docker's verdict
+        # alone would claim what nobody checked (a LAN column saying `all` behind ufw).
+        return replace(path, why=f"{path.why} (Docker's own rules: {docker.why})")
     others = [b for b in path.blockers if b.kind != DOCKER]
     if not others and (docker.reach is not Reach.ALL or path.reach is Reach.ALL):
         return docker

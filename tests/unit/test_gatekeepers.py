@@ -343,3 +343,17 @@ def test_watch_says_when_a_gatekeeper_stops_blocking() -> None:
         f"ufw no longer keeps the LAN from docker network {network}"
     ]
     assert report.lifted_lines(report.gated_keys(fixed), fixed) == []
+
+
+def test_a_replay_that_failed_is_unknown_not_dockers_all() -> None:
+    """Docker 20.10 filters nothing, but other rules are on the path and their replay failed
+    (a sandbox, say): the LAN column must not claim `all`, and sync says why."""
+    why = "the rules could not be replayed (empty): the replay failed: [Errno 1] not permitted"
+    plan, _ = _plan_with(Verdict(Reach.UNKNOWN, why))
+    (entry,) = plan.uplinks[0].entries
+    assert entry.lan == "unknown"
+    assert not plan.gated and not plan.blocked
+    assert plan.warnings == (
+        "cannot tell what the host's firewalls let the LAN reach of 1 proxied address: " + why,
+    )
+    assert Outcome(plan, NOTHING, dry_run=True).exit_code is ExitCode.OK

@@ -187,17 +187,23 @@ class HostFirewalls:
             return _failed(request, f"the replay did not run: {exc}")
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or [str(done.returncode)])[-1]
-            return _failed(request, f"the replay failed: {last}")
-        rounds = _answer(done.stdout, request)
-        errors = {str(r.get("error", "")) for r in rounds.values()}
-        if any("Errno 1" in e and "unshare" in e for e in errors):
-            # Not allowed a namespace (a sandbox such as v6gen.service's): it won't be later
-            # in this process either. The packaged socket replays outside this sandbox; without
-            # it, watch stops starting the helper for nothing.
-            if self._socket.is_socket():
+            rounds = _failed(request, f"the replay failed: {last}")
+        else:
+            rounds = _answer(done.stdout, request)
+        errors = sorted({str(r["error"]) for r in rounds.values() if "error" in r})
+        if not errors:
+            return rounds
+        # Refused here? A sandbox such as v6gen.service's allows no namespace (nor pinning a
+        # CPU): the packaged socket replays outside it, and is asked from then on.
+        if self._socket.is_socket():
+            answer = self._ask_socket(request)
+            if not any("error" in r for r in answer.values()):
                 self._via_socket = True
-                return self._ask_socket(request)
-            self._unable = f"no network namespace allowed here: {sorted(errors)[0]}"
+                return answer
+        if any("Errno 1" in e for e in errors):
+            # It won't be allowed later in this process either: watch stops starting the
+            # helper for nothing.
+            self._unable = f"the replay is not allowed here: {errors[0]}"
         return rounds
 
     def _ask_socket(self, request: Mapping[str, Any]) -> dict[str, Any]:
