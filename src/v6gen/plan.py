@@ -252,10 +252,8 @@ def make_plan(
         # Not proxied when Docker drops everything from the LAN: the host would answer
         # Neighbour Discovery for a black hole, and LAN hosts would time out on an address
         # that looks alive instead of failing at once. Reported per network instead.
-        verdict = reach.combine(
-            firewall.judge(network, address, uplink, facts.ip6_filter),
-            facts.path_verdicts.get(ep.address) if facts.path_verdicts is not None else None,
-        )
+        path = facts.path_verdicts.get(ep.address) if facts.path_verdicts is not None else None
+        verdict = reach.combine(firewall.judge(network, address, uplink, facts.ip6_filter), path)
         if verdict.reach is Reach.NONE and not verdict.blockers:
             shown = validate.display(ep.network)
             blocked.setdefault(shown, (verdict.why, []))[1].append(
@@ -268,8 +266,8 @@ def make_plan(
             ep.project and validate.display(ep.project),
             ep.service and validate.display(ep.service),
         )
-        if verdict.reach is Reach.UNKNOWN and facts.path_verdicts:
-            unjudged.setdefault(verdict.why.split(" (Docker's own rules:")[0], set()).add(address)
+        if path is not None and path.reach is Reach.UNKNOWN and verdict.reach is Reach.UNKNOWN:
+            unjudged.setdefault(path.why, set()).add(address)
         for blocker in verdict.blockers:
             entry = gated.setdefault((blocker.gatekeeper, owner.network), (blocker, []))
             entry[1].append((BlockedAddress(address, owner.container, uplink), verdict))
