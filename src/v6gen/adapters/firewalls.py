@@ -190,20 +190,21 @@ class HostFirewalls:
             rounds = _failed(request, f"the replay failed: {last}")
         else:
             rounds = _answer(done.stdout, request)
-        errors = sorted({str(r["error"]) for r in rounds.values() if "error" in r})
-        if not errors:
+        refused = sorted(
+            {str(r["error"]) for r in rounds.values() if "Errno 1" in r.get("error", "")}
+        )
+        if not refused:
             return rounds
-        # Refused here? A sandbox such as v6gen.service's allows no namespace (nor pinning a
-        # CPU): the packaged socket replays outside it, and is asked from then on.
+        # Refused here: a sandbox such as v6gen.service's allows no namespace (nor pinning a
+        # CPU). The packaged socket replays outside it, and is asked from then on; without it,
+        # watch stops starting the helper for nothing. Other failures (a table that does not
+        # load) would fail there the same way: not asked twice.
         if self._socket.is_socket():
             answer = self._ask_socket(request)
             if not any("error" in r for r in answer.values()):
                 self._via_socket = True
                 return answer
-        if any("Errno 1" in e for e in errors):
-            # It won't be allowed later in this process either: watch stops starting the
-            # helper for nothing.
-            self._unable = f"the replay is not allowed here: {errors[0]}"
+        self._unable = f"the replay is not allowed here: {refused[0]}"
         return rounds
 
     def _ask_socket(self, request: Mapping[str, Any]) -> dict[str, Any]:
