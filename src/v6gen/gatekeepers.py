@@ -31,6 +31,14 @@ IPTABLES_NFT_TABLE = re.compile(r"^table ip6 (filter|nat|mangle|raw|security) \{
 _TABLE = re.compile(r"^table (\S+) (\S+) \{")
 _CHAIN = re.compile(r"^\s*chain (\S+) \{")
 _HOOK = re.compile(r"type filter hook (\w+) priority [^;]+;(?:\s*policy (\w+);)?")
+# firewalld's forward dispatch for an interface bound to a zone, as 1.3 (`goto filter_FWD_docker`),
+# 2.3 (`jump filter_FWD_trusted`) and 2.5 (`jump filter_FWD_trusted_dispatch_stage2`) write it
+# (tests/fixtures/firewalld-zones/); an interface in no zone has no such rule.
+_FWD_ZONE = re.compile(
+    r'^\s*iifname "([^"]+)" (?:oifname "[^"]+" )?(?:goto|jump) '
+    r"filter_FWD_(?!policy_)([\w-]+?)(?:_dispatch_stage2)?$",
+    re.M,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,11 @@ class Gatekeeper:
     name: str  # as the user knows it: "ufw", "nft table inet filter, chain forward", ...
     table: str = ""  # nftables: "inet filter"; ip6tables rules: the tool that edits them
     chain: str = ""  # nftables: the forward hook's base chain
+    # firewalld: (interface, zone) for the interfaces bound to a zone, from its own rules
+    zones: tuple[tuple[str, str], ...] = ()
+
+    def zone_of(self, interface: str) -> str | None:
+        return next((z for i, z in self.zones if i == interface), None)
 
 
 @dataclass(frozen=True)
@@ -180,7 +193,10 @@ def _with_hooks(family: str, name: str, text: str) -> NftTable:
 def nft_gatekeeper(table: NftTable) -> Gatekeeper:
     where = f"{table.family} {table.name}"
     if table.family == "inet" and table.name == "firewalld":
-        return Gatekeeper(FIREWALLD, "firewalld", where, table.forward_chain)
+        zones: dict[str, str] = {}
+        for interface, zone in _FWD_ZONE.findall(table.text):
+            zones.setdefault(interface, zone)
+        return Gatekeeper(FIREWALLD, "firewalld", where, table.forward_chain, tuple(zones.items()))
     if table.name.startswith("docker"):
         return Gatekeeper(DOCKER, f"Docker (nft table {where})", where, table.forward_chain)
     if table.name == "netavark":

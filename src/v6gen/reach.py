@@ -102,7 +102,7 @@ def fix(keeper: Gatekeeper, uplink: str, target: Target) -> str:
             "established,related accept  # and in the file that loads the table at boot"
         )
     if keeper.kind == FIREWALLD:
-        return firewalld_fix(bridge, to)
+        return firewalld_fix(bridge, to, keeper.zone_of(bridge))
     if keeper.kind == DOCKER:
         return firewall.fix_hint(target.network)
     if keeper.kind == IP6TABLES:
@@ -116,21 +116,33 @@ def fix(keeper: Gatekeeper, uplink: str, target: Target) -> str:
     return f"let packets from {uplink} to {to} through {keeper.name}"
 
 
-def firewalld_fix(bridge: str, to: IPv6Network | str) -> str:
-    """The bridge in zone trusted, and a policy (firewalld >= 1.0) from any zone into it for
-    the network's addresses. firewalld accepts the replies itself (ct state established)."""
+def firewalld_fix(bridge: str, to: IPv6Network | str, zone: str | None) -> str:
+    """A policy (firewalld >= 1.0) from any zone into the bridge's zone for the network's
+    addresses; firewalld accepts the replies itself (ct state established). The bridge stays in
+    the zone it is in: dockerd started while firewalld runs binds its bridges to zone `docker`
+    and fails to set up a network whose bridge another zone holds (ZONE_CONFLICT: measured on
+    Debian 12, the network "does not exist" after dockerd's restart). A bridge in no zone
+    (firewalld started after dockerd) goes where dockerd would put it, zone `docker`, made as
+    dockerd makes it (target ACCEPT) if missing. Each step may run again: the command stays
+    the same for every network."""
     cmd, policy = "firewall-cmd --permanent", "--policy=v6gen-lan"
     rule = f'rule family="ipv6" destination address="{to}" accept'
-    return " && ".join(
-        (
-            f"{cmd} --zone=trusted --add-interface={bridge}",
-            f"{cmd} --new-policy=v6gen-lan",
-            f"{cmd} {policy} --add-ingress-zone=ANY",
-            f"{cmd} {policy} --add-egress-zone=trusted",
-            f"{cmd} {policy} --add-rich-rule='{rule}'",
-            "firewall-cmd --reload",
-        )
-    )
+    steps = []
+    if zone is None:
+        zone = "docker"
+        steps += [
+            f"{{ {cmd} --info-zone=docker >/dev/null 2>&1 || {{ {cmd} --new-zone=docker && "
+            f"{cmd} --zone=docker --set-target=ACCEPT; }}; }}",
+            f"{cmd} --zone=docker --add-interface={bridge}",
+        ]
+    steps += [
+        f"{{ {cmd} --info-policy=v6gen-lan >/dev/null 2>&1 || {cmd} --new-policy=v6gen-lan; }}",
+        f"{cmd} {policy} --add-ingress-zone=ANY",
+        f"{cmd} {policy} --add-egress-zone={zone}",
+        f"{cmd} {policy} --add-rich-rule='{rule}'",
+        "firewall-cmd --reload",
+    ]
+    return " && ".join(steps)
 
 
 _WORDS = {
@@ -157,10 +169,16 @@ def combine(docker: Verdict, path: Verdict | None) -> Verdict:
         # Other gatekeepers' rules are on the path and could not be judged: Docker's verdict
         # alone would claim what nobody checked (a LAN column saying `all` behind ufw).
         return replace(path, why=f"{path.why} (Docker's own rules: {docker.why})")
-    others = [b for b in path.blockers if b.kind != DOCKER]
+    others = tuple(b for b in path.blockers if b.kind != DOCKER)
     if not others and (docker.reach is not Reach.ALL or path.reach is Reach.ALL):
         return docker
-    return path
+    if docker.reach is Reach.ALL:
+        return path
+    # Docker's own verdict speaks for Docker (its gateway mode, with its fix where it blocks):
+    # the replay would name it for the ports its mode keeps closed by design, and its fix
+    # would advise the mode the network already has.
+    blockers = (*docker.blockers, *others)
+    return replace(path, why=_why(path.reach, path.ports, blockers), blockers=blockers)
 
 
 def _verdict(

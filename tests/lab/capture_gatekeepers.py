@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from v6gen import reach
+
 from . import packages
 from .labhost import REPO, Lab, LabOptions
 from .test_gatekeepers import (
@@ -30,6 +32,7 @@ from .test_gatekeepers import (
     probe_container,
     start_firewalld,
 )
+from .watchproc import start_dockerd, stop_dockerd
 
 
 def _ufw(lab: Lab, bridge: str) -> None:
@@ -48,17 +51,14 @@ def _nft_drop(lab: Lab, bridge: str) -> None:
 
 def _firewalld_fixed(lab: Lab, bridge: str) -> None:
     start_firewalld(lab)
-    cmd, policy = "firewall-cmd --permanent", "--policy=v6gen-lan"
-    rule = f'rule family="ipv6" destination address="{SUBNET}" accept'
-    for args in (
-        f"--zone=trusted --add-interface={bridge}",
-        "--new-policy=v6gen-lan",
-        f"{policy} --add-ingress-zone=ANY",
-        f"{policy} --add-egress-zone=trusted",
-        f"{policy} --add-rich-rule='{rule}'",
-    ):
-        lab.run(f"{cmd} {args}")
-    lab.run("firewall-cmd --reload")
+    lab.run(reach.firewalld_fix(bridge, SUBNET, None))
+
+
+def _firewalld_first(lab: Lab, bridge: str) -> None:
+    """firewalld running when dockerd starts (a booted host): the bridge in zone `docker`."""
+    start_firewalld(lab)
+    start_dockerd(lab, stop_dockerd(lab))
+    lab.run("docker start probe")
 
 
 CASES: dict[str, Callable[[Lab, str], None]] = {
@@ -68,6 +68,7 @@ CASES: dict[str, Callable[[Lab, str], None]] = {
     "bookworm-nft-forward-drop": _nft_drop,
     "bookworm-firewalld": lambda lab, bridge: start_firewalld(lab),
     "bookworm-firewalld-policy": _firewalld_fixed,
+    "bookworm-firewalld-first": _firewalld_first,
 }
 
 

@@ -83,11 +83,42 @@ def test_firewalld_is_its_table() -> None:
     )
 
 
-def test_firewalld_fix_names_bridge_and_subnet() -> None:
-    fix = reach.fix(Gatekeeper("firewalld", "firewalld"), "uplink0", TARGET)
-    assert "--zone=trusted --add-interface=br-0123456789ab" in fix
+ZONES = Path(__file__).resolve().parents[1] / "fixtures/firewalld-zones"
+
+
+@pytest.mark.parametrize(
+    "capture", sorted(p.stem for p in ZONES.glob("*.nft")), ids=lambda c: c.split("-")[0]
+)
+def test_firewalld_zone_of_the_bridge_from_its_own_table(capture: str) -> None:
+    """firewalld 1.3, 2.3 and 2.5 write the zone dispatch each their own way
+    (tests/lab/capture_firewalld_zones.py)."""
+    text = (ZONES / f"{capture}.nft").read_text()
+    bridge = (ZONES / f"{capture}.bridge").read_text().strip()
+    (table,) = gatekeepers.nft_tables(text, frozenset())
+    keeper = gatekeepers.nft_gatekeeper(table)
+    assert keeper.zone_of(bridge) == capture.rsplit("-", 1)[1]  # "docker" or "trusted"
+    assert keeper.zone_of("uplink0") is None  # in no zone: the default zone's
+
+
+def test_firewalld_fix_leaves_the_bridge_in_dockers_zone() -> None:
+    keeper = Gatekeeper("firewalld", "firewalld", zones=(("br-0123456789ab", "docker"),))
+    fix = reach.fix(keeper, "uplink0", TARGET)
+    assert "--add-interface" not in fix and "--new-zone" not in fix
+    assert "--policy=v6gen-lan --add-egress-zone=docker" in fix
     assert 'destination address="2001:db8::a:71a0/125" accept' in fix
     assert fix.endswith("firewall-cmd --reload")
+
+
+def test_firewalld_fix_puts_a_bridge_in_no_zone_where_dockerd_would() -> None:
+    fix = reach.fix(Gatekeeper("firewalld", "firewalld"), "uplink0", TARGET)
+    assert "--zone=trusted" not in fix
+    steps = fix.split(" && ")
+    zone = steps.index("firewall-cmd --permanent --zone=docker --add-interface=br-0123456789ab")
+    assert "--set-target=ACCEPT" in " ".join(steps[:zone])
+    assert "--policy=v6gen-lan --add-egress-zone=docker" in fix
+    # Runs again for the next network: the zone and the policy are made only when missing.
+    assert "--info-zone=docker >/dev/null 2>&1 ||" in fix
+    assert "--info-policy=v6gen-lan >/dev/null 2>&1 ||" in fix
 
 
 def test_admin_rules_beside_docker_are_their_own_gatekeeper() -> None:
@@ -223,6 +254,13 @@ def test_combine_keeps_dockers_own_story() -> None:
         Reach.NONE, "", (), (GateFix("Docker (nft table ip6 docker)", "Docker", "x"),)
     )
     assert reach.combine(Verdict(Reach.ALL, "no ip6tables"), nft_docker) is nft_docker
+    # A routed network behind firewalld: the replay names Docker for the unpublished port its
+    # mode keeps closed; Docker's own verdict already says so, and firewalld alone is to fix.
+    fwd = GateFix("firewalld", "firewalld", "firewall-cmd ...")
+    both = Verdict(Reach.NONE, "x", (), (GateFix("Docker", "Docker", "routed..."), fwd))
+    combined = reach.combine(routed, both)
+    assert (combined.reach, combined.blockers) == (Reach.NONE, (fwd,))
+    assert combined.why.endswith("nothing, not even ICMPv6 echo: firewalld blocks the rest")
 
 
 def test_stored_verdicts_round_trip() -> None:
