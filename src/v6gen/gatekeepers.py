@@ -31,6 +31,21 @@ IPTABLES_NFT_TABLE = re.compile(r"^table ip6 (filter|nat|mangle|raw|security) \{
 _TABLE = re.compile(r"^table (\S+) (\S+) \{")
 _CHAIN = re.compile(r"^\s*chain (\S+) \{")
 _HOOK = re.compile(r"type filter hook (\w+) priority [^;]+;(?:\s*policy (\w+);)?")
+# Standard priority names as numbers (ip, ip6 and inet families; nft(8), "STANDARD PRIORITY NAMES"):
+# nft 1.0.6 (Debian 12) refuses `hook output priority dstnat`, which newer nft prints for
+# Docker 29's tables; the replay may run another nft than the one that printed the rules
+# (a newer release's rules, or a container image's tools).
+_PRIORITIES = {
+    "raw": -300,
+    "mangle": -150,
+    "dstnat": -100,
+    "filter": 0,
+    "security": 50,
+    "srcnat": 100,
+}
+_NAMED_PRIORITY = re.compile(
+    r"\bpriority (raw|mangle|dstnat|filter|security|srcnat)(?: ([+-]) (\d+))?;"
+)
 # firewalld's forward dispatch for an interface bound to a zone, as 1.3 (`goto filter_FWD_docker`),
 # 2.3 (`jump filter_FWD_trusted`) and 2.5 (`jump filter_FWD_trusted_dispatch_stage2`) write it
 # (tests/fixtures/firewalld-zones/); an interface in no zone has no such rule.
@@ -175,9 +190,15 @@ def nft_tables(ruleset: str, iptables_tables: frozenset[str]) -> list[NftTable]:
             assert head is not None
             family, name = head.group(1), head.group(2)
             if f"{family} {name}" not in iptables_tables:
-                tables.append(_with_hooks(family, name, "\n".join(current) + "\n"))
+                text = _NAMED_PRIORITY.sub(_priority_number, "\n".join(current) + "\n")
+                tables.append(_with_hooks(family, name, text))
             current = None
     return tables
+
+
+def _priority_number(m: re.Match[str]) -> str:
+    offset = int(m.group(3) or 0) * (-1 if m.group(2) == "-" else 1)
+    return f"priority {_PRIORITIES[m.group(1)] + offset};"
 
 
 def _with_hooks(family: str, name: str, text: str) -> NftTable:

@@ -153,10 +153,13 @@ _WORDS = {
 }
 
 
+def _what(reach: Reach, ports: tuple[int, ...]) -> str:
+    return _WORDS.get(reach) or "only port(s) " + ", ".join(str(p) for p in ports)
+
+
 def _why(reach: Reach, ports: tuple[int, ...], blockers: tuple[GateFix, ...]) -> str:
-    what = _WORDS.get(reach) or "only port(s) " + ", ".join(str(p) for p in ports)
     who = ", ".join(b.gatekeeper for b in blockers)
-    return f"the LAN reaches {what}" + (f": {who} blocks the rest" if who else "")
+    return f"the LAN reaches {_what(reach, ports)}" + (f": {who} blocks the rest" if who else "")
 
 
 def combine(docker: Verdict, path: Verdict | None) -> Verdict:
@@ -170,15 +173,24 @@ def combine(docker: Verdict, path: Verdict | None) -> Verdict:
         # alone would claim what nobody checked (a LAN column saying `all` behind ufw).
         return replace(path, why=f"{path.why} (Docker's own rules: {docker.why})")
     others = tuple(b for b in path.blockers if b.kind != DOCKER)
-    if not others and (docker.reach is not Reach.ALL or path.reach is Reach.ALL):
-        return docker
-    if docker.reach is Reach.ALL:
+    if others and others == path.blockers:
         return path
-    # Docker's own verdict speaks for Docker (its gateway mode, with its fix where it blocks):
-    # the replay would name it for the ports its mode keeps closed by design, and its fix
-    # would advise the mode the network already has.
-    blockers = (*docker.blockers, *others)
-    return replace(path, why=_why(path.reach, path.ports, blockers), blockers=blockers)
+    if others:
+        # What Docker keeps out is its gateway mode's story, told (and warned of, where it
+        # blocks) by its own verdict: named here, the replay would advise a `routed` network
+        # to become `routed`.
+        blockers = (*docker.blockers, *others)
+        return replace(path, why=_why(path.reach, path.ports, blockers), blockers=blockers)
+    if docker.reach is not Reach.ALL or path.reach is Reach.ALL:
+        return docker
+    if not path.blockers:
+        return path  # the rules together block it, none alone
+    # Docker's nftables backend (29+): no ip6tables chains to read, so the replay says what it
+    # lets in; as with its ip6tables rules, that is its gateway mode's doing, not a gatekeeper
+    # to warn of, and an address it lets nothing reach is not proxied.
+    what = _what(path.reach, path.ports)
+    who = ", ".join(b.gatekeeper for b in path.blockers)
+    return Verdict(path.reach, f"{who} lets the LAN reach {what}", path.ports)
 
 
 def _verdict(

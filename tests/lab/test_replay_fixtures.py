@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from v6gen import gatekeepers, reach
+from v6gen import firewall, gatekeepers, reach
 from v6gen.adapters.firewalls import HostFirewalls
 from v6gen.gatekeepers import Ruleset
+
+from .test_gatekeepers import expected_lan
 
 CAPTURED = Path(__file__).resolve().parents[1] / "fixtures/gatekeepers"
 CASES = sorted(p.name for p in CAPTURED.iterdir() if (p / "case.json").exists())
@@ -56,3 +58,13 @@ def test_replay_matches_the_lan(case: str) -> None:
     (verdict,) = reach.judge(request, rounds, answer).values()
     blocked = not all(lan.values())
     assert bool(verdict.blockers) is blocked, verdict
+    # What v6gen says: the replay's verdict beside Docker's own, read from its ip6tables rules
+    # (none in these captures: 20.10 writes no IPv6 rules, 29's nftables backend none at all).
+    ip6 = firewall.parse_ip6tables_save((d / "ip6tables-nft-save.txt").read_text())
+    docker = firewall.judge(None, target.address, spec["uplink"], ip6)
+    said = reach.combine(docker, verdict)
+    assert said.short == expected_lan((lan["ping"], lan["published"], lan["unpublished"])), said
+    if case.startswith("sid-29"):
+        # Docker's nftables backend filters by its gateway mode, as with its ip6tables rules:
+        # its own story (nat: not proxied), no gatekeeper to warn of.
+        assert said.blockers == (), said

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+from dataclasses import replace
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -253,7 +254,15 @@ def test_combine_keeps_dockers_own_story() -> None:
     nft_docker = Verdict(
         Reach.NONE, "", (), (GateFix("Docker (nft table ip6 docker)", "Docker", "x"),)
     )
-    assert reach.combine(Verdict(Reach.ALL, "no ip6tables"), nft_docker) is nft_docker
+    # ... and that is its gateway mode's doing, as with its ip6tables rules: not proxied, no
+    # gatekeeper warning (its fix would advise the mode the network may already have).
+    combined = reach.combine(Verdict(Reach.ALL, "no ip6tables"), nft_docker)
+    assert (combined.reach, combined.blockers) == (Reach.NONE, ())
+    assert combined.why.startswith("Docker (nft table ip6 docker) lets the LAN reach nothing")
+    routed_nft = replace(nft_docker, reach=Reach.PUBLISHED)
+    assert reach.combine(Verdict(Reach.ALL, "no ip6tables"), routed_nft).blockers == ()
+    together = Verdict(Reach.ICMP, "the gatekeepers' rules together block it, none alone")
+    assert reach.combine(Verdict(Reach.ALL, "no ip6tables"), together) is together
     # A routed network behind firewalld: the replay names Docker for the unpublished port its
     # mode keeps closed; Docker's own verdict already says so, and firewalld alone is to fix.
     fwd = GateFix("firewalld", "firewalld", "firewall-cmd ...")
@@ -395,3 +404,20 @@ def test_a_replay_that_failed_is_unknown_not_dockers_all() -> None:
         "cannot tell what the host's firewalls let the LAN reach of 1 proxied address: " + why,
     )
     assert Outcome(plan, NOTHING, dry_run=True).exit_code is ExitCode.OK
+
+
+def test_standard_priority_names_become_numbers_for_the_replay() -> None:
+    """nft 1.0.6 refuses `hook output priority dstnat`, as newer nft prints Docker 29's tables
+    (tests/fixtures/gatekeepers/sid-29.7.2-nftables-nat)."""
+    (table,) = [
+        t
+        for t in gatekeepers.nft_tables(ruleset("sid-29.7.2-nftables-nat").nft, frozenset())
+        if t.family == "ip6"
+    ]
+    assert "priority dstnat" not in table.text and "hook output priority -100;" in table.text
+    assert "priority filter" not in table.text
+    chain = "\t\ttype filter hook forward priority filter + 10; policy drop;"
+    text = f"table inet t {{\n\tchain c {{\n{chain}\n\t}}\n}}\n"
+    (t,) = gatekeepers.nft_tables(text, frozenset())
+    assert (t.forward_chain, t.forward_policy) == ("c", "drop")
+    assert "priority 10;" in t.text
