@@ -348,7 +348,7 @@ def serve(
     from v6gen.adapters.firewalls import HostFirewalls
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
-    from v6gen.adapters.rulemonitor import RuleMonitor
+    from v6gen.adapters.rulemonitor import LegacyPoller, RuleMonitor
     from v6gen.instant import Instant
     from v6gen.model import Endpoint
     from v6gen.paths import Paths
@@ -452,11 +452,14 @@ def serve(
     )
     watcher.install_signal_handlers()
     monitor = RuleMonitor(watcher.rules_changed, log)
+    legacy = LegacyPoller(watcher.rules_changed, firewalls.legacy)
     log(f"watching the events of {docker.choice().describe()}")
     if monitor.start():
         log("following the host's firewall rules (nft monitor)")
+    legacy.start()
     try:
         watcher.run()
     finally:
         monitor.close()
+        legacy.close()
     log("stopped")

@@ -436,3 +436,27 @@ def test_watch_judges_again_when_ufw_changes(make_lab: MakeLab) -> None:
         assert lan_column(lab) == "all"
         assert watch.stop() == 0
     assert watch.count("warning: ufw keeps", since=mark) == 0, watch.text()
+
+
+def test_watch_judges_again_when_ip6tables_legacy_changes(make_lab: MakeLab) -> None:
+    """ip6tables-legacy sends no notification: watch reads its rules every few seconds while
+    its module holds a table (rulemonitor.LegacyPoller). The admin's FORWARD policy DROP, then
+    ACCEPT again, with watch running and no Docker event."""
+    lab = make_lab()
+    probe_container(lab)
+    lab.run("ip6tables-legacy -L FORWARD -n >/dev/null")  # the module holds its filter table
+    with NotifySocket() as notify, WatchProc(lab, notify=notify) as watch:
+        watch.wait_ready()
+        mark = watch.mark()
+        lab.run("ip6tables-legacy -P FORWARD DROP")
+        judged = "the host's firewall rules changed: judging the path again"
+        assert watch.wait_for(judged, 30, since=mark), watch.text()
+        assert watch.wait_for("warning: ip6tables-legacy rules keeps", 30, since=mark), watch.text()
+        assert measured(lab) == (False, False, False)
+
+        mark = watch.mark()
+        lab.run("ip6tables-legacy -P FORWARD ACCEPT")
+        lifted = "ip6tables-legacy rules no longer keeps the LAN from docker network v6net"
+        assert watch.wait_for(lifted, 30, since=mark), watch.text()
+        assert measured(lab) == (True, True, True)
+        assert watch.stop() == 0

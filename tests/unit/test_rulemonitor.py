@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from v6gen.adapters.rulemonitor import RuleMonitor, is_ruleset_change
+from v6gen.adapters.rulemonitor import LegacyPoller, RuleMonitor, is_ruleset_change
 
 # Captured from nftables 1.0.6's `nft monitor` (Debian 12) in a fresh network namespace, while
 # a table, a chain with a policy, a rule, a dynamic set and one of its elements were added, the
@@ -80,3 +80,36 @@ def test_a_monitor_that_dies_says_why() -> None:
     monitor._thread.join(timeout=60)
     monitor.close()
     assert len(logs) == 1 and logs[0].endswith("exit 1: Operation not permitted"), logs
+
+
+def test_legacy_poller_reports_a_change_once_and_not_the_first_read() -> None:
+    reads = iter(
+        [
+            "",
+            "",
+            "*filter\n:FORWARD DROP [0:0]\nCOMMIT\n",
+            "*filter\n:FORWARD DROP [0:0]\nCOMMIT\n",
+            "",
+        ]
+    )
+    seen: list[str] = []
+    poller = LegacyPoller(lambda: seen.append("changed"), lambda: next(reads))
+    assert [poller.poll() for _ in range(5)] == [False, False, True, False, True]
+    assert seen == ["changed", "changed"]
+
+
+def test_legacy_poller_stops_when_closed() -> None:
+    calls: list[int] = []
+
+    def read() -> str:
+        calls.append(1)
+        return str(len(calls))  # a new ruleset at every read
+
+    changes: list[int] = []
+    poller = LegacyPoller(lambda: changes.append(1), read, interval=0.001)
+    poller.start()
+    poller.close()
+    stopped = len(calls)
+    assert stopped >= 1 and len(changes) == stopped - 1
+    threading.Event().wait(0.05)
+    assert len(calls) == stopped

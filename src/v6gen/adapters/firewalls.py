@@ -90,6 +90,14 @@ class HostFirewalls:
             tuple(unread),
         )
 
+    def legacy(self) -> str:
+        """ip6tables-legacy's rules ("" while the legacy module holds no table: nothing is
+        started then, and nothing loads the module)."""
+        if not _read(_LEGACY_TABLES).strip():
+            return ""
+        text, error = _save(["ip6tables-legacy-save"])
+        return text if text is not None else error
+
     def iptables_nft(self) -> str:
         text, _ = _save(["ip6tables-nft-save"])
         return text or ""

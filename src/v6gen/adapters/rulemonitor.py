@@ -5,8 +5,8 @@ again (`ufw reload`, `firewall-cmd --reload`, `nft -f`: no Docker event follows 
 the admin's ip6tables rules on Debian 11 and later) is nf_tables underneath, so one process
 covers all of them. Changes of set elements are left out: a dynamic set that traffic fills
 would otherwise ask for a sync per packet, and the replay can't see what traffic fills anyway
-(README, "What it can't judge"). ip6tables-legacy has no such notification: its changes are
-seen at watch's next sync.
+(README, "What it can't judge"). ip6tables-legacy has no such notification: LegacyPoller reads
+its rules every few seconds instead, and only while its kernel module holds a table.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+
+LEGACY_INTERVAL = 5.0  # s: how long a change of ip6tables-legacy's rules can go unseen
 
 # What a ruleset change looks like in `nft monitor`'s output ("add rule inet filter forward ...",
 # "delete chain ...", "add table ..."); "# new generation ..." ends each transaction.
@@ -87,5 +89,47 @@ class RuleMonitor:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class LegacyPoller:
+    """Calls `changed()` when `read()` (ip6tables-legacy's rules, HostFirewalls.legacy) says
+    something else than it did `interval` seconds before. One ip6tables-legacy-save process per
+    interval where the legacy module holds tables (~5 ms), none where it doesn't."""
+
+    def __init__(
+        self,
+        changed: Callable[[], None],
+        read: Callable[[], str],
+        interval: float = LEGACY_INTERVAL,
+    ) -> None:
+        self._changed = changed
+        self._read = read
+        self._interval = interval
+        self._last: str | None = None
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> bool:
+        """Read once; True (and `changed()`) when the rules differ from the last read."""
+        now = self._read()
+        moved = self._last is not None and now != self._last
+        self._last = now
+        if moved:
+            self._changed()
+        return moved
+
+    def start(self) -> None:
+        self.poll()  # what the first sync sees: no change to report
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closing.wait(self._interval):
+            self.poll()
+
+    def close(self) -> None:
+        self._closing.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
