@@ -78,7 +78,7 @@ def run(ctx: engine.Context) -> list[Check]:
     checks += _hook_data(ctx.paths, plan)
     checks.append(_dispatcher_running())
     checks += _addresses(plan, len(endpoints))
-    found = migrate.read(ctx.paths, ctx.adapters.kernel, live=ctx.live)
+    found = migrate.read(ctx.paths, ctx.adapters.kernel, facts, live=ctx.live)
     checks += [
         Check(f.name, Level(f.level), f.message, f.hint)
         for f in migrate.findings(found, plan, docker)

@@ -2,23 +2,22 @@
 moment in which the LAN loses a container: ndppd, docker-ipv6nat, and proxy entries or
 `IPv6ProxyNDPAddress=` / `ProxyNeighbor=` lines someone else wrote (doctor's `migrate` lines).
 
-read() looks (the processes in /proc, ndppd's configuration, ip6tables-save, the .network
-files, the kernel's proxy table); findings() is pure. Every way off starts with v6gen answering
-beside the old tool, which is harmless: both answer with this host's own link-layer address.
+read() looks (the processes in /proc, ndppd's configuration, the .network files, the
+kernel's proxy table, the ip6tables chains doctor's facts hold); findings() is pure. Every way
+off starts with v6gen answering beside the old tool, which is harmless: both answer with this
+host's own link-layer address.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
 from v6gen import discover, state
-from v6gen.model import DockerFacts, Plan
+from v6gen.model import DockerFacts, HostFacts, Ip6Filter, Plan
 from v6gen.paths import NETWORK_DIRS, Paths
 from v6gen.ports import Kernel, ProxyKey
 
@@ -32,8 +31,6 @@ IPV6NAT_CHAINS = (
     "DOCKER-ISOLATION-STAGE-2",
 )  # fmt: skip
 DOCKER_IP6TABLES_DEFAULT = 27  # the first Docker whose `ip6tables` setting is on by default
-_TIMEOUT = 10.0
-_SBIN = "/usr/sbin:/sbin"
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ def _processes(proc: Path, name: str) -> list[tuple[int, list[str]]]:
     """PIDs and argv of the processes whose program (first or, for scripts, second word)
     is `name`: those this process can see (all of the host's with `pid: host` in a container)."""
     found = []
-    for entry in proc.iterdir():
+    for entry in proc.iterdir() if proc.is_dir() else ():
         if not entry.name.isdigit():
             continue
         try:
@@ -134,7 +131,7 @@ def _ndppd(paths: Paths, pid: int, argv: list[str]) -> Ndppd:
             conf = arg[2:]
     # Its own view first (an ndppd in a container of its own reads its file there), then ours.
     why = ""
-    for candidate in (Path(f"/proc/{pid}/root") / conf.lstrip("/"), paths.under(conf)):
+    for candidate in (paths.under(f"/proc/{pid}/root") / conf.lstrip("/"), paths.under(conf)):
         try:
             return Ndppd(pid, conf, parse_ndppd(candidate.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as e:
@@ -142,28 +139,14 @@ def _ndppd(paths: Paths, pid: int, argv: list[str]) -> Ndppd:
     return Ndppd(pid, conf, unread=why)
 
 
-def _ip6_chains() -> tuple[str, ...]:
-    save = shutil.which("ip6tables-save") or shutil.which("ip6tables-save", path=_SBIN)
-    if save is None:
-        return ()
-    try:
-        done = subprocess.run([save], capture_output=True, text=True, timeout=_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ()
-    return chains_of(done.stdout)
-
-
-def chains_of(save_text: str) -> tuple[str, ...]:
-    """docker-ipv6nat's chain names in `ip6tables-save` output, as "TABLE CHAIN"."""
-    table, found = "", []
-    for line in save_text.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-        elif line.startswith(":") and table in ("filter", "nat"):
-            chain = line[1:].split()[0]
-            if chain in IPV6NAT_CHAINS:
-                found.append(f"{table} {chain}")
-    return tuple(found)
+def chains_of(rules: Ip6Filter | None) -> tuple[str, ...]:
+    """docker-ipv6nat's chain names among the host's ip6tables chains, as "TABLE CHAIN"."""
+    chains = rules.chains if rules is not None else ()
+    return tuple(
+        c
+        for c in chains
+        if c.split(" ")[0] in ("filter", "nat") and c.split(" ")[1] in IPV6NAT_CHAINS
+    )
 
 
 def _foreign_lines(paths: Paths) -> tuple[tuple[str, IPv6Address], ...]:
@@ -186,17 +169,18 @@ def _foreign_lines(paths: Paths) -> tuple[tuple[str, IPv6Address], ...]:
     return tuple(found)
 
 
-def read(paths: Paths, kernel: Kernel, *, live: bool) -> Found:
-    """What the host shows of other tools. Without `live` (--root) only the files are read."""
+def read(paths: Paths, kernel: Kernel, facts: HostFacts, *, live: bool) -> Found:
+    """What the host shows of other tools. Without `live` (--root) only the files are read.
+    The processes are the root's /proc: the host's own where it is /."""
     lines = _foreign_lines(paths)
     owned = state.owned(paths)
     if not live:
         return Found(foreign_lines=lines, owned=owned)
-    proc = Path("/proc")
+    proc = paths.under("/proc")
     return Found(
         ndppd=tuple(_ndppd(paths, pid, argv) for pid, argv in _processes(proc, "ndppd")),
         ipv6nat_pids=tuple(pid for pid, _ in _processes(proc, "docker-ipv6nat")),
-        ip6_chains=_ip6_chains(),
+        ip6_chains=chains_of(facts.ip6_filter),
         foreign_lines=lines,
         kernel=frozenset(kernel.proxy_entries()),
         owned=owned,
@@ -257,7 +241,7 @@ def _ndppd_findings(found: Found, wanted: frozenset[ProxyKey]) -> list[Finding]:
 
 
 def _docker_major(docker: DockerFacts) -> int | None:
-    match = re.match(r"(\d+)\.", docker.version or "")
+    match = re.match(r"(\d+)\.", docker.docker_version or "")
     return int(match.group(1)) if match else None
 
 
@@ -269,9 +253,9 @@ def _ipv6nat_findings(found: Found, docker: DockerFacts) -> list[Finding]:
         seen = f"docker-ipv6nat is running (pid {', '.join(map(str, found.ipv6nat_pids))})"
     elif chains and not own:
         seen = (
-            f"ip6tables holds docker-ipv6nat's chains ({', '.join(chains)}), which Docker "
-            f"{docker.version or '(version unknown)'} makes only with `ip6tables: true` in "
-            "/etc/docker/daemon.json"
+            f"ip6tables holds docker-ipv6nat's chains ({', '.join(chains)}), which "
+            f"{docker.engine} {docker.version or '(version unknown)'} makes only with Docker's "
+            "`ip6tables: true` in /etc/docker/daemon.json, if at all"
         )
     else:
         return []

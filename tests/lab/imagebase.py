@@ -36,7 +36,7 @@ def image_packages() -> tuple[str, ...]:
     text = (REPO / "image/Dockerfile").read_text(encoding="utf-8")
     match = re.search(r'^ARG PACKAGES="([^"]+)"', text, re.MULTILINE)
     if match is None:
-        raise LabError("image/Dockerfile has no ARG PACKAGES=\"...\" line")
+        raise LabError('image/Dockerfile has no ARG PACKAGES="..." line')
     return tuple(match.group(1).split())
 
 
@@ -45,7 +45,8 @@ def _stamp() -> Path:
 
 
 def _stamp_text() -> str:
-    return f"suite {SUITE}\nvariant minbase\nrecipe 2\n" + "".join(f"{p}\n" for p in image_packages())
+    head = f"suite {SUITE}\nvariant minbase\nrecipe 2\n"
+    return head + "".join(f"{p}\n" for p in image_packages())
 
 
 def build() -> Path:
