@@ -68,6 +68,9 @@ def test_image_snippet_up_flap_down_clean(lab: Lab, tmp_path: Path) -> None:
     )  # fmt: skip
     lab.compose_up(SEED)
     assert not lab.lan_ping(PROBE), "reachable before v6gen ran: the lab proves nothing"
+    # As Debian's networkd-dispatcher ships it (the machine's dpkg lists, which the snippet
+    # binds, say so): clean must leave it.
+    lab.run("mkdir -m 0755 /etc/networkd-dispatcher/carrier.d")
     compose = tmp_path / "docker-compose.yml"
     compose.write_text(readme_snippet())
     lab.compose(compose, "up", "-d", project=PROJECT)
@@ -126,4 +129,6 @@ def test_image_snippet_up_flap_down_clean(lab: Lab, tmp_path: Path) -> None:
     assert not lab.path(DROPIN).exists()
     assert not lab.path("/etc/sysctl.d/50-v6gen.conf").exists()
     assert not any(lab.path(f"/etc/networkd-dispatcher/{s}.d/50-v6gen").exists() for s in STATES)
+    assert lab.path("/etc/networkd-dispatcher/carrier.d").is_dir()
+    assert not lab.path("/etc/networkd-dispatcher/configured.d").exists()
     assert not lab.lan_ping(PROBE)
