@@ -106,6 +106,11 @@ def test_image_snippet_up_flap_down_clean(lab: Lab, tmp_path: Path) -> None:
     assert "ip6tables" in judged.stderr and PROBE in judged.stderr, judged.stderr
     lab.run(f"ip6tables -D {drop}")
 
+    # doctor in the image: the same release as the host's (the machine's bookworm).
+    rows = json.loads(docker(lab, "exec", cid, "v6gen", "doctor", "--json"))
+    image = next(r for r in rows if r["name"] == "image")
+    assert image["level"] == "ok" and "debian bookworm" in image["message"], image
+
     # The health check, as the image defines it, holds.
     health = json.loads(docker(lab, "image", "inspect", "v6gen"))[0]["Config"]["Healthcheck"]
     assert health["Test"][0] == "CMD"
