@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from . import packages
 from .conftest import MakeLab
 from .labhost import REPO, Lab
 
@@ -40,6 +41,11 @@ IPV6NAT_CHAINS = (
     ("filter", "DOCKER"), ("filter", "DOCKER-USER"), ("filter", "DOCKER-ISOLATION-STAGE-1"),
     ("filter", "DOCKER-ISOLATION-STAGE-2"), ("nat", "DOCKER"),
 )  # fmt: skip
+
+
+# The build's tools (Debian's, no index needed) and the daemon doctor is to find: installed when
+# missing, as the lab installs its daemons (none of them is started by the install).
+PACKAGES = ("python3-build", "python3-hatchling", "python3-venv", "ndppd")
 
 
 def build_and_install(out: Path) -> Path:
@@ -95,6 +101,7 @@ def doctor(lab: Lab, v6gen: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_wheel_sync_then_doctor_migrations(make_lab: MakeLab, tmp_path: Path) -> None:
+    packages.ensure_packages(PACKAGES)
     v6gen = build_and_install(tmp_path)
     module = subprocess.run(
         [str(v6gen.parent / "python"), "-c", "import v6gen; print(v6gen.__file__)"],
