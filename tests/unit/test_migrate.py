@@ -1,6 +1,6 @@
 """v6gen.migrate: ndppd's configuration, docker-ipv6nat's chains, others' proxy lines and entries,
-and the steps doctor gives for each (tests/fixtures/migrate/README.md says where the inputs come
-from)."""
+and the steps doctor gives for each (tests/fixtures/migrate/README.md says where the ip6tables
+fixture comes from; the lab runs the real ndppd on a configuration these tests parse)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,14 @@ def names(found: Found, docker: DockerFacts | None = None) -> dict[str, migrate.
     return {f.name: f for f in migrate.findings(found, plan(), docker or DockerFacts("20.10.24"))}
 
 
-def test_parse_ndppd_debians_example() -> None:
-    proxies = migrate.parse_ndppd((FIXTURES / "ndppd.conf-dist").read_text())
-    # `rule 1111:: { auto }` under `proxy eth0`; a prefix without a length is one address.
-    assert proxies == (NdppdProxy("eth0", (NdppdRule(IPv6Network("1111::/128"), "auto"),)),)
+def test_parse_ndppd_prefix_without_length() -> None:
+    # The shape of Debian's example (/usr/share/doc/ndppd/ndppd.conf-dist): a top-level
+    # route-ttl, proxy settings, and a rule whose prefix has no length (one address).
+    text = "route-ttl 30000\nproxy eth0 {\n   router yes\n   timeout 500\n   ttl 30000\n"
+    text += "   rule 1111:: {\n      auto\n   }\n}\n"
+    assert migrate.parse_ndppd(text) == (
+        NdppdProxy("eth0", (NdppdRule(IPv6Network("1111::/128"), "auto"),)),
+    )
 
 
 def test_parse_ndppd_methods_and_blocks() -> None:
