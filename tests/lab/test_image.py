@@ -10,20 +10,16 @@ One lab for all of it: the image build and the snippet's start are most of its t
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 from . import imagebase
-from .labhost import INSTALLED_ENV, REPO, Lab, poll
+from .conftest import checkout_only
+from .labhost import REPO, Lab, poll
 
-CHECKOUT_ONLY = pytest.mark.skipif(
-    os.environ.get(INSTALLED_ENV) == "1",
-    reason="builds the image from the checkout: not a test of the installed package",
-)
-pytestmark = [pytest.mark.lab, CHECKOUT_ONLY]
+pytestmark = [pytest.mark.lab, checkout_only("the image")]
 
 SEED = Path(__file__).resolve().parent / "compose" / "seed.yml"
 PROBE = "2001:db8::a:71a5"

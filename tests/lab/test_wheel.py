@@ -9,7 +9,6 @@ doctor says it with the LAN reaching the container at every step.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,14 +17,10 @@ from typing import Any
 import pytest
 
 from . import packages
-from .conftest import MakeLab
-from .labhost import INSTALLED_ENV, REPO, Lab
+from .conftest import MakeLab, checkout_only
+from .labhost import REPO, Lab
 
-CHECKOUT_ONLY = pytest.mark.skipif(
-    os.environ.get(INSTALLED_ENV) == "1",
-    reason="builds the wheel from the checkout: not a test of the installed package",
-)
-pytestmark = [pytest.mark.lab, CHECKOUT_ONLY]
+pytestmark = [pytest.mark.lab, checkout_only("the wheel")]
 
 SEED = Path(__file__).resolve().parent / "compose" / "seed.yml"
 PROBE = "2001:db8::a:71a5"
