@@ -1,8 +1,8 @@
 """Issue 24, part 1: the container image, built by the lab's dockerd from image/Dockerfile, run
 as README's compose snippet (read from README.md, so the two cannot drift) on a bookworm lab
 host whose networkd has bug #18378: the LAN reaches seed 000's container, the hooks it
-installed on the host alone heal a flap, the image reads the host's firewall rules as the host's tools do, `down` leaves
-what README says it leaves and `clean` from the image removes it.
+installed on the host alone heal a flap, the image reads the host's firewall rules as the
+host's tools do, `down` leaves what README says it leaves and `clean` from the image removes it.
 
 One lab for all of it: the image build and the snippet's start are most of its time.
 """
