@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from v6gen import detect, discover, engine, firewall, report, state, trust
+from v6gen import detect, discover, engine, firewall, hostview, migrate, report, state, trust
 from v6gen.apply import (
     ALL_PROXY_NDP,
     FORWARDING,
@@ -78,6 +78,13 @@ def run(ctx: engine.Context) -> list[Check]:
     checks += _hook_data(ctx.paths, plan)
     checks.append(_dispatcher_running())
     checks += _addresses(plan, len(endpoints))
+    image = hostview.release_check()
+    checks += [Check("image", Level(image[0]), image[1], image[2])] if image else []
+    found = migrate.read(ctx.paths, ctx.adapters.kernel, facts, live=ctx.live)
+    checks += [
+        Check(f.name, Level(f.level), f.message, f.hint)
+        for f in migrate.findings(found, plan, docker)
+    ]
     return checks
 
 

@@ -54,13 +54,14 @@ def _raw_rule(words: list[str]) -> RawRule | None:
 
 def parse_ip6tables_save(text: str) -> Ip6Filter:
     """Docker's chains and the raw PREROUTING rules, from `ip6tables-save` (all tables)."""
-    table, docker, raw = "", False, []
+    table, docker, raw, chains = "", False, [], []
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("*"):
             table = line[1:]
-        elif line.startswith(":") and table == "filter":
-            docker = docker or line[1:].startswith(_DOCKER_CHAIN_PREFIX)
+        elif line.startswith(":") and line[1:].startswith(_DOCKER_CHAIN_PREFIX):
+            docker = docker or table == "filter"
+            chains.append(f"{table} {line[1:].split()[0]}")
         elif line.startswith("-A PREROUTING") and table == "raw":
             try:
                 rule = _raw_rule(shlex.split(line))
@@ -68,7 +69,7 @@ def parse_ip6tables_save(text: str) -> Ip6Filter:
                 rule = None
             # A jump v6gen can't follow ends what it can say about the rules after it.
             raw.append(rule or RawRule(_UNREAD))
-    return Ip6Filter(docker, tuple(raw))
+    return Ip6Filter(docker, tuple(raw), tuple(chains))
 
 
 def _raw_target(rules: tuple[RawRule, ...], address: IPv6Address, uplink: str) -> str:

@@ -198,6 +198,8 @@ class Ip6Filter:
 
     docker_chains: bool  # Docker's ip6tables rules are in force (it made chains of its own)
     raw_prerouting: tuple[RawRule, ...] = ()
+    # "filter DOCKER", "nat DOCKER", ...: by name, which docker-ipv6nat shares (v6gen.migrate).
+    chains: tuple[str, ...] = ()
 
 
 class Reach(enum.Enum):

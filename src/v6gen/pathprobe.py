@@ -17,8 +17,8 @@ frame of an ethertype netfilter never sees marks the end: once the uplink has re
 every probe before it has been forwarded or dropped. Before that, every link must have passed
 a frame to its peer (_wait_ready): a veth just brought up drops what it is given at first.
 
-Stdlib only, and nothing here touches the host's own namespace: the rules are replayed, never
-changed where they are in force.
+Stdlib only (and v6gen.hostview), and nothing here touches the host's own namespace: the rules
+are replayed, never changed where they are in force.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import sys
 import time
 from ipaddress import IPv6Address, IPv6Interface
 from typing import Any
+
+from v6gen import hostview
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
@@ -129,7 +131,7 @@ def _new_netns() -> None:
 
 
 def _sysctl(key: str, value: str) -> None:
-    with open(f"/proc/sys/net/{key}", "w", encoding="ascii") as f:  # noqa: PTH123
+    with open(hostview.proc_sys() / "net" / key, "w", encoding="ascii") as f:  # noqa: PTH123
         f.write(value)
 
 

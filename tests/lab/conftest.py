@@ -26,6 +26,14 @@ SRC_ONLY = pytest.mark.skipif(
 )
 
 
+def checkout_only(what: str) -> pytest.MarkDecorator:
+    """Skips a test that builds `what` from the checkout under autopkgtest's installed mode."""
+    return pytest.mark.skipif(
+        os.environ.get(INSTALLED_ENV) == "1",
+        reason=f"builds {what} from the checkout: not a test of the installed package",
+    )
+
+
 @pytest.fixture(scope="session")
 def lab_prereqs() -> None:
     if os.geteuid() != 0:

@@ -11,7 +11,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from v6gen import firewall
+from v6gen import firewall, hostview
 from v6gen.errors import KernelError
 from v6gen.model import Ip6Filter
 from v6gen.ports import ProxyKey
@@ -22,9 +22,9 @@ _ACTIVE_STATES = {"REACHABLE", "DELAY", "PROBE", "PERMANENT"}
 
 
 class IpKernel:
-    def __init__(self, ip: str = "ip", proc_sys: Path = Path("/proc/sys")) -> None:
+    def __init__(self, ip: str = "ip", proc_sys: Path | None = None) -> None:
         self._ip = ip
-        self._proc_sys = proc_sys
+        self._proc_sys = proc_sys or hostview.proc_sys()
 
     def _run(self, *args: str, stdin: str | None = None) -> str:
         cmd = [self._ip, *args]
