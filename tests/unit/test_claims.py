@@ -58,10 +58,10 @@ def ctx(host: Host, lan: FakeLan) -> engine.Context:
 def _sums_to_ones(source: IPv6Address, dest: IPv6Address, body: bytes) -> bool:
     pseudo = source.packed + dest.packed + struct.pack("!I3xB", len(body), ndp.ICMPV6)
     data = pseudo + body + b"\0" * (len(body) % 2)
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    return total == 0xFFFF
 
 
 def test_the_probe_is_a_dad_solicitation_from_unspecified_to_the_solicited_node_group() -> None:
