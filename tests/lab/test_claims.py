@@ -1,0 +1,143 @@
+"""Issue 23 part 3 and issue 22 part 1 on the default bookworm lab, asserted from the LAN: an
+address someone else holds is left unclaimed with its holder named (sync exits 10), of two
+v6gen hosts the first keeps an address, and the announcement moves a LAN host's neighbour
+entry to this host (a moved container) and resolves an INCOMPLETE one.
+
+One lab for all of it (the time allowance): the LAN neighbour's namespace gets a bridge, so
+that a second host (`hostb`, a namespace proxying as v6gen leaves a host: forwarding,
+proxy_ndp, proxy_delay 0, a proxy entry) shares the LAN with the lab's Docker host."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .image import IMAGE
+from .labhost import BUSYBOX_PING, REPO, Lab, poll
+from .nsproc import Namespace
+from .topology import Uplink
+
+pytestmark = pytest.mark.lab
+
+SEED = Path(__file__).resolve().parent / "compose" / "seed.yml"
+PROBE = "2001:db8::a:71a5"
+LATE = "2001:db8::a:71a6"  # a second container, started while a LAN host already asks for it
+LAN_IF = Uplink.lan_if
+
+
+def mac(ns: Namespace, ifname: str) -> str:
+    return str(json.loads(ns.run(f"ip -json link show dev {ifname}").stdout)[0]["address"])
+
+
+def neighbour(lan: Namespace, addr: str) -> tuple[str, str]:
+    """(link-layer address, state) of the LAN host's entry for addr; ("", "") without one."""
+    out = lan.run(f"ip -6 neigh show {addr} dev br0").stdout.split()
+    lladdr = out[out.index("lladdr") + 1] if "lladdr" in out else ""
+    return lladdr, (out[-1] if out else "")
+
+
+def second_host(lab: Lab) -> Namespace:
+    """Bridge the LAN neighbour's end of the uplink with a veth to a new namespace."""
+    lan = lab.lan()
+    hostb = Namespace(lab.logdir, "hostb", parent=lan)
+    hostb.start()
+    eth = mac(lan, LAN_IF)
+    lan.run(
+        "set -e; ip link add name br0 type bridge;"
+        " sysctl -qw net.ipv6.conf.br0.accept_dad=0;"
+        # The Docker host knows the neighbour by eth0's MAC: the bridge keeps it.
+        f" ip link set br0 address {eth};"
+        f" ip addr del 2001:db8::100/64 dev {LAN_IF}; ip link set {LAN_IF} master br0;"
+        f" ip link add name ethb type veth peer name hb0 netns {hostb.pid};"
+        " ip link set ethb master br0; ip link set ethb up; ip link set br0 up;"
+        " ip addr add 2001:db8::100/64 dev br0 nodad;"
+        # Lab-only, as eth0's: the neighbour re-solicits every 100 ms.
+        " sysctl -qw net.ipv6.neigh.br0.retrans_time_ms=100 net.ipv6.neigh.br0.mcast_solicit=50"
+    )
+    hostb.run(
+        "set -e; ip link set lo up; sysctl -qw net.ipv6.conf.hb0.accept_dad=0;"
+        " ip link set hb0 up; ip addr add 2001:db8::2/64 dev hb0 nodad;"
+        " sysctl -qw net.ipv6.conf.all.forwarding=1 net.ipv6.conf.all.proxy_ndp=1"
+        " net.ipv6.conf.hb0.proxy_ndp=1 net.ipv6.neigh.hb0.proxy_delay=0"
+    )
+    return hostb
+
+
+def sync(lab: Lab) -> tuple[int, str]:
+    res = lab.v6gen("sync")
+    return res.returncode, res.stdout + res.stderr
+
+
+def test_held_addresses_first_holder_and_announcements(lab: Lab) -> None:
+    lan = lab.lan()
+    hostb = second_host(lab)
+    lab.compose_up(SEED)
+    uplink_mac, lan_mac, b_mac = mac(lab.host, "uplink0"), mac(lan, "br0"), mac(hostb, "hb0")
+
+    # 1. A LAN host holds the container's address; the Docker host has no entry for it.
+    lan.run(f"ip addr add {PROBE}/128 dev br0 nodad")
+    assert lab.run(f"ip -6 neigh show {PROBE} dev uplink0").stdout.strip() == ""
+    code, out = sync(lab)
+    assert code == 10, out
+    assert lan_mac in out and "another address" in out
+    assert PROBE not in lab.proxy_entries()
+    assert lan_mac in lab.read("/var/lib/v6gen/claims.json")
+    assert not lab.path("/etc/systemd/network/10-uplink0.network.d/50-v6gen.conf").exists()
+
+    # 2. Another v6gen host holds it (a proxy entry; its kernel answers with Override clear).
+    lan.run(f"ip addr del {PROBE}/128 dev br0")
+    hostb.run(f"ip -6 neigh add proxy {PROBE} dev hb0")
+    code, out = sync(lab)
+    assert code == 10 and b_mac in out, out
+    assert PROBE not in lab.proxy_entries()
+
+    # 3. The container moves here from host b. The LAN host knows it at b (REACHABLE, and kept
+    # so for a minute: without an announcement it would not ask again before then).
+    lan.run("sysctl -qw net.ipv6.neigh.br0.base_reachable_time_ms=120000")
+    lan.run(f"{BUSYBOX_PING} -6 -c 1 -W 1 {PROBE}", check=False)
+    assert neighbour(lan, PROBE) == (b_mac, "REACHABLE")
+    hostb.run(f"ip -6 neigh del proxy {PROBE} dev hb0")
+    code, out = sync(lab)
+    assert code == 0, out
+    assert PROBE in lab.proxy_entries()
+    assert poll(lambda: neighbour(lan, PROBE)[0] == uplink_mac, 30), neighbour(lan, PROBE)
+    assert not lab.path("/var/lib/v6gen/claims.json").exists()
+    assert lan.run(f"{BUSYBOX_PING} -6 -c 1 -W 5 {PROBE}", check=False).returncode == 0
+
+    # 4. Now this host is the first holder: host b, asking as v6gen does, hears it and would
+    # step back (v6gen's own probe code, run in host b's namespace).
+    heard = hostb.run(
+        [
+            "env", f"PYTHONPATH={REPO / 'src'}", "python3", "-c",
+            "import sys; from ipaddress import IPv6Address as A;"
+            " from v6gen import claims; from v6gen.adapters.ndpsock import RawNdp;"
+            f" print(RawNdp().probe('hb0', {{A('{PROBE}')}}, claims.PROBE_WAIT))",
+        ]
+    ).stdout  # fmt: skip
+    assert uplink_mac in heard, heard
+
+    # 5. A LAN host asks for an address before its container runs: INCOMPLETE, and it would
+    # ask again only after a minute; the announcement answers it.
+    lan.run(
+        "sysctl -qw net.ipv6.neigh.br0.retrans_time_ms=60000 net.ipv6.neigh.br0.mcast_solicit=2"
+    )
+    ping = subprocess.Popen(
+        [*lan.prefix(), *BUSYBOX_PING.split(), "-6", "-c", "1", "-W", "50", LATE],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert poll(lambda: neighbour(lan, LATE)[1] == "INCOMPLETE", 30), neighbour(lan, LATE)
+        lab.run(f"docker run -d --name late --network lab_probe-network --ip6 {LATE} {IMAGE}"
+                " sleep infinity")  # fmt: skip
+        code, out = sync(lab)
+        assert code == 0 and re.search(rf"add\s+{LATE}", out), out
+        assert poll(lambda: neighbour(lan, LATE)[0] == uplink_mac, 30), neighbour(lan, LATE)
+        assert ping.wait(timeout=60) == 0, ping.stdout.read() if ping.stdout else ""
+    finally:
+        if ping.poll() is None:
+            ping.kill()
+            ping.wait()
