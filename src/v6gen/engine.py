@@ -147,10 +147,26 @@ def _claim(
     free = make_plan(endpoints, ctx.config, facts, docker)
     wanted = free.wanted_entries()
     ask = wanted - state.owned(ctx.paths) - ctx.adapters.kernel.proxy_entries()
-    found = claims.probe(ctx.adapters.ndp, ask) if ctx.adapters.ndp and ask else {}
+    found = _ask(ctx, ctx.adapters.ndp, ask) if ctx.adapters.ndp and ask else {}
     held = claims.settle(ctx.paths, ask, found, wanted)
     plan = make_plan(endpoints, ctx.config, claims.with_held(facts, held), docker)
     return (plan if held.by else free), frozenset(ask - found.keys())
+
+
+def _ask(ctx: Context, ndp: claims.Prober, ask: frozenset[ProxyKey]) -> dict[ProxyKey, str]:
+    """Probe as the fast path does, with the entries in: a host claiming the same address at
+    this moment then hears this host's kernel too, and both step back, where two probes
+    without entries would both pass. Claimed in the state before they go in (as
+    apply.execute does: a crash can't orphan one) and taken out after; the run that follows
+    adds the ones that passed with everything else."""
+    old, _ = state.load(ctx.paths.state_file, ctx.paths.restore_dir)
+    state.save(ctx.paths.state_file, replace(old, owned=old.owned | ask))
+    ctx.adapters.kernel.change_proxy(ask, ())
+    try:
+        return claims.probe(ndp, ask)
+    finally:
+        ctx.adapters.kernel.change_proxy((), ask)
+        state.save(ctx.paths.state_file, old)
 
 
 def sync(

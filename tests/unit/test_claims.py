@@ -108,7 +108,10 @@ def test_sync_leaves_a_held_address_unclaimed_names_the_holder_and_exits_10(host
     lan = FakeLan(host.kernel, {SEED[1]: HOLDER})
     host.docker.items = [ep()]
     out = engine.sync(ctx(host, lan))
-    assert lan.probes == [("uplink0", frozenset({SEED[1]}), False)]  # asked before claiming
+    # Asked with the entry in (so a host claiming it at the same moment hears this one too),
+    # then taken out again.
+    assert lan.probes == [("uplink0", frozenset({SEED[1]}), True)]
+    assert host.kernel.batches[-1] == (frozenset(), frozenset({SEED}))
     assert out.exit_code == ExitCode.HELD
     assert SEED not in host.kernel.proxy and not host.dropin.exists()
     assert not lan.announced
