@@ -6,8 +6,9 @@ adapters/ndpsock.py."""
 
 from __future__ import annotations
 
+import heapq
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 NS, NA = 135, 136
@@ -16,6 +17,9 @@ HOP_LIMIT = 255  # RFC 4861 §7.1.2: a receiver drops ND messages that crossed a
 _SOURCE_LL, _TARGET_LL = 1, 2  # option types
 _OVERRIDE, _SOLICITED, _ROUTER = 0x20, 0x40, 0x80  # first byte of an NA's flags
 ALL_NODES = IPv6Address("ff02::1")
+# RFC 4861 §7.2.6: up to MAX_NEIGHBOR_ADVERTISEMENT (3) unsolicited NAs, at least RetransTimer
+# apart; its default, 1 s, is what every LAN host here uses (the uplink's own may differ).
+REPEATS, RETRANS = 2, 1.0
 UNSPECIFIED = IPv6Address("::")
 
 
@@ -85,3 +89,28 @@ def parse_answer(message: bytes) -> Answer | None:
 
 def mac_text(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
+
+
+@dataclass
+class Repeats:
+    """When the 2nd and 3rd NA of each announcement are due: (due, left, uplink, address)."""
+
+    heap: list[tuple[float, int, str, IPv6Address]] = field(default_factory=list)
+
+    def add(self, uplink: str, addresses: list[IPv6Address], now: float) -> None:
+        for address in addresses:
+            heapq.heappush(self.heap, (now + RETRANS, REPEATS, uplink, address))
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until the next is due (0: one is), None when none is planned."""
+        return max(0.0, self.heap[0][0] - now) if self.heap else None
+
+    def due(self, now: float) -> dict[str, list[IPv6Address]]:
+        """Those due now, by uplink; each planned again RETRANS later while it has repeats left."""
+        found: dict[str, list[IPv6Address]] = {}
+        while self.heap and self.heap[0][0] <= now:
+            at, left, uplink, address = heapq.heappop(self.heap)
+            found.setdefault(uplink, []).append(address)
+            if left > 1:
+                heapq.heappush(self.heap, (at + RETRANS, left - 1, uplink, address))
+        return found

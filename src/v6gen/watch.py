@@ -342,7 +342,7 @@ def serve(
     import os
     from pathlib import Path
 
-    from v6gen import apply, detect, engine, lock
+    from v6gen import apply, detect, engine, lock, state
     from v6gen import config as config_mod
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.firewalls import HostFirewalls
@@ -369,7 +369,9 @@ def serve(
     docker, endpoint = follow()
     retired: list[DockerAPI] = []  # replaced clients, closed once their event stream is
     kernel = IpKernel()
-    ndp = RawNdp()  # one for the process: it keeps the announcements' rate over every sync
+    # One for the process: it keeps the announcements' rate over every sync, and repeats each
+    # while the address is still v6gen's.
+    ndp = RawNdp(still_ours=lambda uplink, address: (uplink, address) in state.owned(paths))
     # Replays are remembered in memory across resyncs: a ruleset is judged once. A change of
     # rules alone (`ufw reload`) comes from the rule monitor below, and asks for a sync.
     firewalls = HostFirewalls()

@@ -189,3 +189,13 @@ def test_the_fast_path_announces_with_override_what_nobody_else_answers(host: Ho
     engine.update_container(ctx(host, lan), first.snapshot, "id-x", [ep("x")])
     assert SEED in host.kernel.proxy
     assert lan.announced == [("uplink0", SEED[1], True)]
+
+
+def test_an_announcement_is_repeated_twice_retrans_timer_apart() -> None:
+    """RFC 4861 §7.2.6: at most 3 unsolicited NAs per claim, at least RetransTimer apart."""
+    repeats = ndp.Repeats()
+    assert repeats.wait(0.0) is None
+    repeats.add("uplink0", [SEED[1]], 10.0)
+    assert repeats.wait(10.0) == ndp.RETRANS and repeats.due(10.5) == {}
+    sent = [t for t in (11.0, 11.5, 12.0, 12.5, 13.0, 14.0) if repeats.due(t)]
+    assert sent == [11.0, 12.0] and repeats.wait(20.0) is None

@@ -10,10 +10,12 @@ they came."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import select
 import socket
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -21,6 +23,7 @@ from ipaddress import IPv6Address
 
 from v6gen import ndp
 from v6gen.errors import KernelError
+from v6gen.ndp import Repeats
 
 _SIOCGIFHWADDR = 0x8927
 _ICMP6_FILTER = 1  # <netinet/icmp6.h>, level IPPROTO_ICMPV6
@@ -73,16 +76,25 @@ def _raw(proto: int, ifname: str) -> socket.socket:
 
 class RawNdp:
     """`probe` and `announce` on the host's uplinks; one RawNdp per process keeps the NA rate
-    (RATE a second over any second) across calls."""
+    (RATE a second over any second) across calls. With `still_ours` (watch, a process that
+    lives on), each announcement is repeated twice more, ndp.RETRANS apart, on a thread of its
+    own, for as long as `still_ours(uplink, address)` says v6gen still holds it; a short-lived
+    `v6gen sync` sends the first only."""
 
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        still_ours: Callable[[str, IPv6Address], bool] | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._sent: deque[float] = deque(maxlen=RATE)
+        self._still_ours = still_ours
+        self._pace_lock = threading.Lock()  # the repeating thread sends too
+        self._wake = threading.Condition()
+        self._repeats = Repeats()
+        self._thread: threading.Thread | None = None
 
     def probe(
         self, uplink: str, addresses: Collection[IPv6Address], wait: float
@@ -112,6 +124,18 @@ class RawNdp:
     def announce(self, uplink: str, addresses: Iterable[IPv6Address], *, override: bool) -> None:
         """One unsolicited NA per address to all-nodes, from the uplink's link-local address
         (the kernel picks it for a link-scope destination), naming the uplink's MAC."""
+        addresses = list(addresses)
+        self._send(uplink, addresses, override=override)
+        if self._still_ours is None or not override or not addresses:
+            return
+        with self._wake:
+            self._repeats.add(uplink, addresses, self._clock())
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._repeat, name="ndp-repeat", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _send(self, uplink: str, addresses: Iterable[IPv6Address], *, override: bool) -> None:
         mac = hardware_address(uplink)
         index = socket.if_nametoindex(uplink)
         with _raw(socket.IPPROTO_ICMPV6, uplink) as s:
@@ -120,9 +144,25 @@ class RawNdp:
                 message = ndp.advertisement(address, mac, override=override)
                 s.sendto(message, (str(ndp.ALL_NODES), 0, 0, index))
 
+    def _repeat(self) -> None:
+        assert self._still_ours is not None
+        while True:
+            with self._wake:
+                while (wait := self._repeats.wait(self._clock())) != 0:
+                    self._wake.wait(wait)
+                due = self._repeats.due(self._clock())
+            for uplink, addresses in due.items():
+                mine = [a for a in addresses if self._still_ours(uplink, a)]
+                # An uplink gone meanwhile loses its repeats: the first NA was the one that
+                # mattered, and a thread's error would reach nobody.
+                with contextlib.suppress(OSError, KernelError):
+                    if mine:
+                        self._send(uplink, mine, override=True)
+
     def _pace(self) -> None:
-        if len(self._sent) == RATE:
-            wait = self._sent[0] + 1.0 - self._clock()
-            if wait > 0:
-                self._sleep(wait)
-        self._sent.append(self._clock())
+        with self._pace_lock:
+            if len(self._sent) == RATE:
+                wait = self._sent[0] + 1.0 - self._clock()
+                if wait > 0:
+                    self._sleep(wait)
+            self._sent.append(self._clock())
