@@ -140,14 +140,18 @@ def plan_from_docker(ctx: Context) -> tuple[Plan, list[Endpoint], list[str]]:
 
 
 def _claim(
-    ctx: Context, endpoints: list[Endpoint], facts: HostFacts, docker: DockerFacts
+    ctx: Context,
+    endpoints: list[Endpoint],
+    facts: HostFacts,
+    docker: DockerFacts,
+    ndp: claims.Prober,
 ) -> tuple[Plan, frozenset[ProxyKey]]:
     """The plan once every address v6gen does not own yet has been probed (v6gen.claims), and
     the addresses that passed, to be announced with Override once their entries are in."""
     free = make_plan(endpoints, ctx.config, facts, docker)
     wanted = free.wanted_entries()
     ask = wanted - state.owned(ctx.paths) - ctx.adapters.kernel.proxy_entries()
-    found = _ask(ctx, ctx.adapters.ndp, ask) if ctx.adapters.ndp and ask else {}
+    found = _ask(ctx, ndp, ask) if ask else {}
     held = claims.settle(ctx.paths, ask, found, wanted)
     plan = make_plan(endpoints, ctx.config, claims.with_held(facts, held), docker)
     return (plan if held.by else free), frozenset(ask - found.keys())
@@ -194,8 +198,8 @@ def sync(
         if e.container_id not in dead and (e.container_id, e.network) not in gone
     ]
     endpoints += [e for e in starting if e.container_id not in listed]
-    if ctx.live and not dry_run:
-        plan, free = _claim(ctx, endpoints, facts, docker)
+    if ctx.live and not dry_run and ctx.adapters.ndp is not None:
+        plan, free = _claim(ctx, endpoints, facts, docker, ctx.adapters.ndp)
     else:
         plan, free = plan_held(ctx, endpoints, facts, docker), frozenset()
     outcome = _run(ctx, plan, warnings, dry_run=dry_run)
@@ -292,7 +296,10 @@ def clean(ctx: Context, *, dry_run: bool = False) -> Outcome:
     Docker is not asked; clean must work when it is gone."""
     facts, warnings = _facts(ctx)
     empty = make_plan([], ctx.config, facts)
-    return _run(ctx, Plan((), empty.forwarding, None), warnings, dry_run=dry_run)
+    outcome = _run(ctx, Plan((), empty.forwarding, None), warnings, dry_run=dry_run)
+    if not dry_run:
+        claims.save(ctx.paths, claims.Held())  # what someone else held is asked again anyway
+    return outcome
 
 
 @dataclass(frozen=True)

@@ -199,3 +199,14 @@ def test_an_announcement_is_repeated_twice_retrans_timer_apart() -> None:
     assert repeats.wait(10.0) == ndp.RETRANS and repeats.due(10.5) == {}
     sent = [t for t in (11.0, 11.5, 12.0, 12.5, 13.0, 14.0) if repeats.due(t)]
     assert sent == [11.0, 12.0] and repeats.wait(20.0) is None
+
+
+def test_clean_forgets_what_others_held_and_a_sync_without_prober_keeps_it(host: Host) -> None:
+    lan = FakeLan(host.kernel, {SEED[1]: HOLDER})
+    host.docker.items = [ep()]
+    engine.sync(ctx(host, lan))
+    # No prober (--root, tests): nothing asked, the record stands and still keeps it out.
+    assert engine.sync(host.ctx()).exit_code == ExitCode.HELD
+    assert claims.load(host.paths).by == {SEED: HOLDER}
+    engine.clean(host.ctx())
+    assert not host.paths.claims_file.exists()
