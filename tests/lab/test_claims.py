@@ -1,7 +1,8 @@
 """Issue 23 part 3 and issue 22 part 1 on the default bookworm lab, asserted from the LAN: an
 address someone else holds is left unclaimed with its holder named (sync exits 10), of two
 v6gen hosts the first keeps an address, and the announcement moves a LAN host's neighbour
-entry to this host (a moved container) and resolves an INCOMPLETE one.
+entry to this host (a moved container) and resolves an INCOMPLETE one; watch's fast path
+claims at once and withdraws when the probe is answered.
 
 One lab for all of it (the time allowance), with a second host on its LAN (lanhosts.py)."""
 
@@ -16,12 +17,14 @@ import pytest
 from .image import IMAGE
 from .labhost import BUSYBOX_PING, REPO, Lab, poll
 from .lanhosts import mac, neighbour, second_host
+from .watchproc import NotifySocket, WatchProc
 
 pytestmark = pytest.mark.lab
 
 SEED = Path(__file__).resolve().parent / "compose" / "seed.yml"
 PROBE = "2001:db8::a:71a5"
 LATE = "2001:db8::a:71a6"  # a second container, started while a LAN host already asks for it
+HELD = "2001:db8::a:71a4"  # held by the LAN host while watch's fast path claims it
 
 
 def sync(lab: Lab) -> tuple[int, str]:
@@ -98,3 +101,14 @@ def test_held_addresses_first_holder_and_announcements(lab: Lab) -> None:
         if ping.poll() is None:
             ping.kill()
             ping.wait()
+
+    # 6. watch's fast path, the same claim: the entry at once, then withdrawn, the holder named.
+    lan.run(f"ip addr add {HELD}/128 dev br0 nodad")
+    with NotifySocket() as notify, WatchProc(lab, notify=notify) as watch:
+        watch.wait_ready()
+        lab.run(f"docker run -d --name held --network lab_probe-network --ip6 {HELD} {IMAGE}"
+                " sleep infinity")  # fmt: skip
+        assert watch.wait_for(rf"withdrew {HELD} on uplink0: {lan_mac} answers", 30), watch.text()
+        assert watch.wait_for(rf"skipped {HELD} .*{lan_mac}", 30), watch.text()
+        assert HELD not in lab.proxy_entries()
+        assert lan_mac in lab.read("/var/lib/v6gen/claims.json")
