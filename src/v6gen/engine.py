@@ -151,26 +151,37 @@ def _claim(
     free = make_plan(endpoints, ctx.config, facts, docker)
     wanted = free.wanted_entries()
     ask = wanted - state.owned(ctx.paths) - ctx.adapters.kernel.proxy_entries()
-    found = _ask(ctx, ndp, ask) if ask else {}
+    found = _ask(ctx, ndp, free, ask) if ask else {}
     held = claims.settle(ctx.paths, ask, found, wanted)
     plan = make_plan(endpoints, ctx.config, claims.with_held(facts, held), docker)
     return (plan if held.by else free), frozenset(ask - found.keys())
 
 
-def _ask(ctx: Context, ndp: claims.Prober, ask: frozenset[ProxyKey]) -> dict[ProxyKey, str]:
+def _ask(
+    ctx: Context, ndp: claims.Prober, plan: Plan, ask: frozenset[ProxyKey]
+) -> dict[ProxyKey, str]:
     """Probe as the fast path does, with the entries in: a host claiming the same address at
     this moment then hears this host's kernel too, and both step back, where two probes
-    without entries would both pass. Claimed in the state before they go in (as
-    apply.execute does: a crash can't orphan one) and taken out after; the run that follows
-    adds the ones that passed with everything else."""
-    old, _ = state.load(ctx.paths.state_file, ctx.paths.restore_dir)
-    state.save(ctx.paths.state_file, replace(old, owned=old.owned | ask))
-    ctx.adapters.kernel.change_proxy(ask, ())
+    without entries would both pass. Claimed first with the very claim the sync of `plan`
+    would record (apply.claimed_state: a crash leaves what a crash of that sync leaves), taken out
+    after; the run that follows adds the ones that passed with everything else."""
+    paths, kernel = ctx.paths, ctx.adapters.kernel
+    owned = discover.owned_files(paths)
+    wanted = render.render(_shared_files_plan(plan, paths, owned), paths)
+    changes, _ = apply.compute(
+        plan, wanted, owned, paths, kernel, live=True, install_hooks=ctx.config.install_hooks
+    )
+    had_state = paths.state_file.exists()
+    state.save(paths.state_file, apply.claimed_state(changes))
+    kernel.change_proxy(ask, ())
     try:
         return claims.probe(ndp, ask)
     finally:
-        ctx.adapters.kernel.change_proxy((), ask)
-        state.save(ctx.paths.state_file, old)
+        kernel.change_proxy((), ask)
+        if had_state:
+            state.save(paths.state_file, changes.old_state)
+        else:
+            paths.state_file.unlink(missing_ok=True)
 
 
 def sync(
@@ -201,7 +212,7 @@ def sync(
     if ctx.live and not dry_run and ctx.adapters.ndp is not None:
         plan, free = _claim(ctx, endpoints, facts, docker, ctx.adapters.ndp)
     else:
-        plan, free = plan_held(ctx, endpoints, facts, docker), frozenset()
+        plan, free = _plan_held(ctx, endpoints, facts, docker), frozenset()
     outcome = _run(ctx, plan, warnings, dry_run=dry_run)
     if ctx.adapters.ndp is not None and outcome.result is not None:
         claims.announce(ctx.adapters.ndp, free & outcome.changes.add)
@@ -209,7 +220,7 @@ def sync(
     return outcome
 
 
-def plan_held(
+def _plan_held(
     ctx: Context, endpoints: Iterable[Endpoint], facts: HostFacts, docker: DockerFacts
 ) -> Plan:
     return make_plan(endpoints, ctx.config, claims.with_held(facts, claims.load(ctx.paths)), docker)
