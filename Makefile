@@ -15,7 +15,7 @@ help:
 # System packages the tests need; the lab installs its own daemons (docker.io, networkd-dispatcher,
 # ...) when missing. Root only; a non-root run just checks what is there.
 deps:
-	@missing=""; for p in iproute2 dbus systemd systemd-container make; do \
+	@missing=""; for p in iproute2 dbus systemd systemd-container make libndp-tools; do \
 	  dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -22,7 +22,7 @@ from .common import Section, log, machine
 # Order: the process-start measurement first, while nothing of ours is running.
 SECTIONS = (
     "startup", "hook_restore", "sync_scale", "first_contact", "flap", "watch", "instant", "boot",
-    "podman", "gatekeepers",
+    "podman", "gatekeepers", "claims",
 )  # fmt: skip
 SECTION_FILE = Path(__file__).resolve().parent / "README-section.md"
 
@@ -138,6 +138,20 @@ ROWS = (
     Row("instant_none_replied", "  same, no proxy: runs answered within 3 s", ""),
     Row("instant_watch_rm_to_gone_p50_ms", "`docker rm -f` -> entry gone, v6gen watch, p50", "ms"),
     Row("instant_watch_rm_to_gone_p95_ms", "  same, p95", "ms"),
+    Row("claims_withdrawn_v6gen_max_ms",
+        "watch: `docker run -d` on an address a LAN host holds -> withdrawn, max", "ms", "<= 2000",
+        _le("claims_withdrawn_v6gen_max_ms", 2000)),
+    Row("claims_withdrawn_v6gen_p50_ms", "  same, p50", "ms"),
+    Row("claims_withdrawn_baseline_never", "  same, before issue 23 (df5f463): never withdrawn",
+        ""),
+    Row("claims_running_v6gen_max_ms",
+        "container moved between two v6gen hosts: entry at the new and container running -> "
+        "first LAN reply, max", "ms", "<= 200", _le("claims_running_v6gen_max_ms", 200)),
+    Row("claims_running_v6gen_p50_ms", "  same, p50", "ms"),
+    Row("claims_running_baseline_p50_ms", "  same, before issue 22 (df5f463), p50", "ms"),
+    Row("claims_moved_v6gen_p50_ms",
+        "  from the entry alone (dockerd 20.10 adds it ~0.6 s before the container runs), p50",
+        "ms"),
     Row("podman_bookworm_first_reply_p50_ms",
         "`podman run -d` -> first LAN reply, watch, Podman 4.3.1 (bookworm), p50", "ms"),
     Row("podman_trixie_first_reply_p50_ms", "  same, Podman 5.4.2 (trixie), p50", "ms"),

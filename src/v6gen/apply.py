@@ -417,12 +417,7 @@ def execute(
         # Claim new entries before anything can put them into the kernel (the restore file,
         # which the dispatcher hook replays, or the kernel change), so a crash can't orphan one;
         # and keep every proxy_delay to put back until it has been put back.
-        claimed = state_mod.State(
-            changes.old_state.owned | changes.add,
-            {**changes.state.saved_proxy_delay, **changes.old_state.saved_proxy_delay},
-            {**changes.state.saved_sysctls, **changes.old_state.saved_sysctls},
-        )
-        state_mod.save(paths.state_file, claimed)
+        state_mod.save(paths.state_file, claimed_state(changes))
     if live and changes.networkd_files_changed(paths):
         # Owed before the first networkd file changes: whatever stops this run after that
         # (a failing `ip`, a crash), the next run still reloads.
@@ -458,6 +453,16 @@ def execute(
             return result
         result.warnings += reload(paths, networkd, result)
     return result
+
+
+def claimed_state(changes: Changes) -> state_mod.State:
+    """The state recorded before anything can put a new entry into the kernel: the old
+    ownership plus the entries to add, and every proxy_delay and sysctl to put back."""
+    return state_mod.State(
+        changes.old_state.owned | changes.add,
+        {**changes.state.saved_proxy_delay, **changes.old_state.saved_proxy_delay},
+        {**changes.state.saved_sysctls, **changes.old_state.saved_sysctls},
+    )
 
 
 def _change_kernel(changes: Changes, kernel: Kernel) -> None:

@@ -30,8 +30,9 @@ Exit codes: 0 ok; 1 changes pending (diff); 2 usage; 3 config; 4 Docker unreacha
 changed); 5 networkd reload pending (files and kernel done); 6 an uplink could not be managed;
 7 writing files or kernel entries failed; 8 locked by another v6gen; 9 done, but a firewall
 (Docker, ufw, firewalld, nftables) lets the LAN reach nothing but ICMPv6 of some containers
-(the warning names the gatekeeper, the network and the fix);
-70 internal error.
+(the warning names the gatekeeper, the network and the fix); 10 done, but someone else on the
+LAN answers for some container addresses, which v6gen left unclaimed (the warning names the
+holder's MAC); 70 internal error.
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -62,6 +63,7 @@ def _adapters(cfg: Config, paths: Paths) -> Adapters:
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.firewalls import HostFirewalls
     from v6gen.adapters.kernel import IpKernel
+    from v6gen.adapters.ndpsock import RawNdp
     from v6gen.adapters.networkd import DBusNetworkd
     from v6gen.engine import Adapters
     from v6gen.paths import Paths
@@ -70,7 +72,7 @@ def _adapters(cfg: Config, paths: Paths) -> Adapters:
     choice = detect.choose(cfg.docker_host, os.environ, Paths())
     docker = DockerAPI(choice.host, cfg.docker_timeout, choice)
     firewalls = HostFirewalls(paths.firewall_cache)
-    return Adapters(docker, DBusNetworkd(paths), IpKernel(), firewalls)
+    return Adapters(docker, DBusNetworkd(paths), IpKernel(), firewalls, RawNdp())
 
 
 def _context(config: Path | None, root: Path) -> Context:
@@ -175,7 +177,7 @@ def diff(
         _fail(exc)
     _emit(outcome, ctx, as_json)
     code = outcome.exit_code
-    if code == ExitCode.FIREWALL:
+    if code in (ExitCode.FIREWALL, ExitCode.HELD):
         code = ExitCode.OK  # diff answers "anything to do?"; the warning says the rest
     raise typer.Exit(
         int(code if code != ExitCode.OK or outcome.changes.empty else ExitCode.CHANGES_PENDING)

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
 from pathlib import Path
 
-from v6gen import apply, discover, fsutil, hooks, pathjudge, render, state, validate
+from v6gen import apply, claims, discover, fsutil, hooks, pathjudge, render, state, validate
 from v6gen.config import Config
 from v6gen.errors import ExitCode
 from v6gen.model import DockerFacts, Endpoint, HostFacts, Plan, Reach
 from v6gen.paths import Paths
 from v6gen.plan import make_plan
-from v6gen.ports import DockerSource, Firewalls, Kernel, Networkd
+from v6gen.ports import DockerSource, Firewalls, Kernel, Networkd, ProxyKey
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Adapters:
     kernel: Kernel
     # None: only Docker's own ip6tables rules are judged (tests, and where no replay can run).
     firewalls: Firewalls | None = None
+    # None: nothing is probed or announced (tests, --root); held addresses are still left out.
+    ndp: claims.Prober | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class Outcome:
             return ExitCode.RELOAD_PENDING
         if self.plan.blocked or any(g.nothing for g in self.plan.gated):
             return ExitCode.FIREWALL
+        if any(s.held for s in self.plan.skipped):
+            return ExitCode.HELD
         return ExitCode.OK
 
 
@@ -131,7 +135,53 @@ def gather(ctx: Context) -> tuple[list[Endpoint], DockerFacts, HostFacts, list[s
 
 def plan_from_docker(ctx: Context) -> tuple[Plan, list[Endpoint], list[str]]:
     endpoints, docker, facts, warnings = gather(ctx)
+    facts = claims.with_held(facts, claims.load(ctx.paths))
     return make_plan(endpoints, ctx.config, facts, docker), endpoints, warnings
+
+
+def _claim(
+    ctx: Context,
+    endpoints: list[Endpoint],
+    facts: HostFacts,
+    docker: DockerFacts,
+    ndp: claims.Prober,
+) -> tuple[Plan, frozenset[ProxyKey]]:
+    """The plan once every address v6gen does not own yet has been probed (v6gen.claims), and
+    the addresses that passed, to be announced with Override once their entries are in."""
+    free = make_plan(endpoints, ctx.config, facts, docker)
+    wanted = free.wanted_entries()
+    ask = wanted - state.owned(ctx.paths) - ctx.adapters.kernel.proxy_entries()
+    found = _ask(ctx, ndp, free, ask) if ask else {}
+    held = claims.settle(ctx.paths, ask, found, wanted)
+    plan = make_plan(endpoints, ctx.config, claims.with_held(facts, held), docker)
+    return (plan if held.by else free), frozenset(ask - found.keys())
+
+
+def _ask(
+    ctx: Context, ndp: claims.Prober, plan: Plan, ask: frozenset[ProxyKey]
+) -> dict[ProxyKey, str]:
+    """Probe as the fast path does, with the entries in: a host claiming the same address at
+    this moment then hears this host's kernel too, and both step back, where two probes
+    without entries would both pass. Claimed first with the very claim the sync of `plan`
+    would record (apply.claimed_state: a crash leaves what a crash of that sync leaves), taken out
+    after; the run that follows adds the ones that passed with everything else."""
+    paths, kernel = ctx.paths, ctx.adapters.kernel
+    owned = discover.owned_files(paths)
+    wanted = render.render(_shared_files_plan(plan, paths, owned), paths)
+    changes, _ = apply.compute(
+        plan, wanted, owned, paths, kernel, live=True, install_hooks=ctx.config.install_hooks
+    )
+    had_state = paths.state_file.exists()
+    state.save(paths.state_file, apply.claimed_state(changes))
+    kernel.change_proxy(ask, ())
+    try:
+        return claims.probe(ndp, ask)
+    finally:
+        kernel.change_proxy((), ask)
+        if had_state:
+            state.save(paths.state_file, changes.old_state)
+        else:
+            paths.state_file.unlink(missing_ok=True)
 
 
 def sync(
@@ -159,10 +209,21 @@ def sync(
         if e.container_id not in dead and (e.container_id, e.network) not in gone
     ]
     endpoints += [e for e in starting if e.container_id not in listed]
-    plan = make_plan(endpoints, ctx.config, facts, docker)
+    if ctx.live and not dry_run and ctx.adapters.ndp is not None:
+        plan, free = _claim(ctx, endpoints, facts, docker, ctx.adapters.ndp)
+    else:
+        plan, free = _plan_held(ctx, endpoints, facts, docker), frozenset()
     outcome = _run(ctx, plan, warnings, dry_run=dry_run)
+    if ctx.adapters.ndp is not None and outcome.result is not None:
+        claims.announce(ctx.adapters.ndp, free & outcome.changes.add)
     outcome.snapshot = Snapshot(tuple(endpoints), facts, docker, frozenset(listed), listed_on)
     return outcome
+
+
+def _plan_held(
+    ctx: Context, endpoints: Iterable[Endpoint], facts: HostFacts, docker: DockerFacts
+) -> Plan:
+    return make_plan(endpoints, ctx.config, claims.with_held(facts, claims.load(ctx.paths)), docker)
 
 
 def update_container(
@@ -195,14 +256,40 @@ def update_container(
         _addresses(mine),
         _addresses(before),
     )
-    outcome = Outcome(plan, changes, dry_run=False, snapshot=updated)
+    outcome = _execute_container(ctx, plan, changes, updated)
+    new = changes.add - changes.old_state.owned
+    if outcome.result is None or not new or ctx.adapters.ndp is None:
+        return outcome, updated
+    # Claimed optimistically: the entry is in, the LAN is answered; now ask whether someone
+    # else holds it, and take it back at once if so.
+    found = claims.probe(ctx.adapters.ndp, new)
+    held = claims.settle(ctx.paths, new, found)
+    if found:
+        host = claims.with_held(host, held)
+        updated = replace(updated, host=host)
+        plan = make_plan(updated.endpoints, ctx.config, host, docker)
+        mine_now = _addresses(mine)
+        again = apply.compute_container(
+            plan, render.render(plan, ctx.paths), ctx.paths, ctx.adapters.kernel, mine_now,
+            mine_now,
+        )  # fmt: skip
+        outcome = _execute_container(ctx, plan, again, updated)
+        outcome.warnings += claims.withdrawn_lines(found)
+    claims.announce(ctx.adapters.ndp, new - found.keys())
+    return outcome, updated
+
+
+def _execute_container(
+    ctx: Context, plan: Plan, changes: apply.Changes, snapshot: Snapshot
+) -> Outcome:
+    outcome = Outcome(plan, changes, dry_run=False, snapshot=snapshot)
     if not changes.empty or changes.state != changes.old_state:
         k = ctx.adapters
         outcome.result = apply.execute(
             changes, ctx.paths, k.kernel, k.networkd, live=True, defer_reload=True,
             kernel_first=True,
         )  # fmt: skip
-    return outcome, updated
+    return outcome
 
 
 def _nat(endpoint: Endpoint, docker: DockerFacts) -> bool:
@@ -220,7 +307,10 @@ def clean(ctx: Context, *, dry_run: bool = False) -> Outcome:
     Docker is not asked; clean must work when it is gone."""
     facts, warnings = _facts(ctx)
     empty = make_plan([], ctx.config, facts)
-    return _run(ctx, Plan((), empty.forwarding, None), warnings, dry_run=dry_run)
+    outcome = _run(ctx, Plan((), empty.forwarding, None), warnings, dry_run=dry_run)
+    if not dry_run:
+        claims.save(ctx.paths, claims.Held())  # what someone else held is asked again anyway
+    return outcome
 
 
 @dataclass(frozen=True)

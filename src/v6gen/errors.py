@@ -18,6 +18,7 @@ class ExitCode(enum.IntEnum):
     APPLY = 7  # writing files or kernel entries failed
     LOCKED = 8  # another v6gen holds the lock for too long
     FIREWALL = 9  # done, but a firewall lets the LAN reach nothing but ICMPv6 of some addresses
+    HELD = 10  # done, but someone else on the LAN answers for some container addresses
     INTERNAL = 70  # a bug: rerun with --debug and report it
 
 

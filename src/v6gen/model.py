@@ -307,6 +307,7 @@ class Skipped:
     address: str
     reason: str
     by_choice: bool = False  # opted out or filtered by config: not worth a warning
+    held: bool = False  # someone else on the LAN answers for the address (exit 10)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,11 @@ class Paths:
     def state_file(self) -> Path:
         return self.state_dir / "state.json"
 
+    @property
+    def claims_file(self) -> Path:
+        """Addresses a probe found someone else answering for, with who (v6gen.claims)."""
+        return self.state_dir / "claims.json"
+
     def restore_file(self, uplink: str) -> Path:
         """Per-uplink `ip -batch` input that the dispatcher hook replays on link events."""
         return self.state_dir / "uplinks" / f"{uplink}.proxy"

@@ -186,7 +186,7 @@ def make_plan(
     # Why the host's firewalls could not be judged, and for which addresses.
     unjudged: dict[str, set[IPv6Address]] = {}
 
-    def skip(ep: Endpoint, reason: str, by_choice: bool = False) -> None:
+    def skip(ep: Endpoint, reason: str, by_choice: bool = False, held: bool = False) -> None:
         skipped.append(
             Skipped(
                 validate.display(ep.container),
@@ -194,6 +194,7 @@ def make_plan(
                 validate.display(ep.address, 45),
                 reason,
                 by_choice,
+                held,
             )
         )
 
@@ -247,7 +248,7 @@ def make_plan(
             continue
         taken = _in_use(address, uplink, link, facts)
         if taken:
-            skip(ep, taken)
+            skip(ep, taken, held=address not in facts.host_addresses)
             continue
         # Not proxied when Docker drops everything from the LAN: the host would answer
         # Neighbour Discovery for a black hole, and LAN hosts would time out on an address

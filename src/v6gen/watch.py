@@ -342,11 +342,12 @@ def serve(
     import os
     from pathlib import Path
 
-    from v6gen import apply, detect, engine, lock
+    from v6gen import apply, detect, engine, lock, state
     from v6gen import config as config_mod
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.firewalls import HostFirewalls
     from v6gen.adapters.kernel import IpKernel
+    from v6gen.adapters.ndpsock import RawNdp
     from v6gen.adapters.networkd import DBusNetworkd
     from v6gen.adapters.rulemonitor import LegacyPoller, RuleMonitor
     from v6gen.instant import Instant
@@ -368,6 +369,9 @@ def serve(
     docker, endpoint = follow()
     retired: list[DockerAPI] = []  # replaced clients, closed once their event stream is
     kernel = IpKernel()
+    # One for the process: it keeps the announcements' rate over every sync, and repeats each
+    # while the address is still v6gen's.
+    ndp = RawNdp(still_ours=lambda uplink, address: (uplink, address) in state.owned(paths))
     # Replays are remembered in memory across resyncs: a ruleset is judged once. A change of
     # rules alone (`ufw reload`) comes from the rule monitor below, and asks for a sync.
     firewalls = HostFirewalls()
@@ -402,7 +406,7 @@ def serve(
         # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
         # reload is left to the Watcher (the marker keeps it owed even if watch is killed).
         with DBusNetworkd(paths) as networkd:
-            adapters = engine.Adapters(docker, networkd, kernel, firewalls)
+            adapters = engine.Adapters(docker, networkd, kernel, firewalls, ndp)
             ctx = engine.Context(current, paths, adapters, live=True, defer_reload=True)
             try:
                 with lock.held(paths.lock_file):
@@ -422,12 +426,14 @@ def serve(
     def update(snapshot: engine.Snapshot, cid: str, found: list[Endpoint]) -> engine.Snapshot:
         # Called with the lock held (Instant's `hold`). networkd is never asked: the fast path
         # writes no networkd file and never reloads.
-        adapters = engine.Adapters(docker, DBusNetworkd(paths), kernel)
+        adapters = engine.Adapters(docker, DBusNetworkd(paths), kernel, ndp=ndp)
         ctx = engine.Context(current, paths, adapters, live=True, defer_reload=True)
         outcome, updated = engine.update_container(ctx, snapshot, cid, found)
         if not outcome.changes.empty:
             for line in change_lines(outcome, paths):
                 log(f"{line} (fast path)")
+        for line in outcome.warnings:
+            log(line)
         return updated
 
     class Source:
