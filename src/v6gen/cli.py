@@ -204,6 +204,7 @@ def status(
         rows, plan = engine.status(ctx)
     except Exception as exc:
         _fail(exc)
+    from v6gen.prefixes import subnet_lines
     from v6gen.report import blocked_lines, engine_line, gated_lines
 
     # stderr: stdout stays the table (or the JSON list) scripts read.
@@ -219,7 +220,7 @@ def status(
             typer.echo(f"{r.address:<28} {r.uplink:<10} {flags}  {who}")
         if not rows:
             typer.echo("no container addresses to proxy")
-    for line in blocked_lines(plan) + gated_lines(plan):
+    for line in blocked_lines(plan) + gated_lines(plan) + subnet_lines(plan):
         typer.echo(line, err=True)
     raise typer.Exit(0 if all(r.ok for r in rows) and not plan.failed else 1)
 

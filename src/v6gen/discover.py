@@ -11,7 +11,7 @@ from ipaddress import IPv6Network
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from v6gen import validate
+from v6gen import state, validate
 from v6gen.config import Config
 from v6gen.errors import DockerError, NetworkdError
 from v6gen.model import DockerNetwork, Endpoint, HostFacts, LinkFacts
@@ -260,7 +260,10 @@ def gather_host(
     before = frozenset(p.stem for p in paths.restore_dir.glob("*.proxy"))
     own = kernel.host_addresses() if links else {}
     rules = kernel.ip6_filter() if links else None
-    facts = HostFacts(default, links, version, before, users, own, rules, source, running)
+    facts = HostFacts(
+        default, links, version, before, users, own, rules, source, running,
+        proxied_before=state.owned(paths),
+    )  # fmt: skip
     return facts, warnings
 
 

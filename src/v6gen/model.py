@@ -131,6 +131,9 @@ class HostFacts:
     path_verdicts: Mapping[str, Verdict] | None = None
     path_note: str = ""
     path_gatekeepers: tuple[str, ...] = ()  # the gatekeepers found in the rules, Docker aside
+    # The proxy entries v6gen owns from earlier syncs (uplink, address): an address among them
+    # that its uplink's prefixes no longer cover is kept (v6gen.prefixes, the grace rule).
+    proxied_before: frozenset[tuple[str, IPv6Address]] = frozenset()
 
 
 GATEWAY_MODE_V6 = "com.docker.network.bridge.gateway_mode_ipv6"
@@ -277,10 +280,13 @@ class ProxyEntry:
     owners: tuple[Owner, ...]
     reach: Reach = Reach.ALL
     ports: tuple[int, ...] = ()  # the reachable ports, for Reach.PORTS
+    # Outside every prefix its uplink has now, kept by the grace rule (v6gen.prefixes): the LAN
+    # has no route to it until the prefix is back.
+    offlink: bool = False
 
     @property
     def lan(self) -> str:
-        return short_name(self.reach, self.ports)
+        return Reach.NONE.value if self.offlink else short_name(self.reach, self.ports)
 
     def describe_owners(self) -> str:
         return ", ".join(o.describe() for o in self.owners)
@@ -315,6 +321,19 @@ class UplinkFailure:
 
 
 @dataclass(frozen=True)
+class SubnetCheck:
+    """One IPv6 subnet of a Docker network against the current prefixes of the uplink its
+    containers are proxied on (v6gen.prefixes)."""
+
+    network: str
+    subnet: IPv6Network
+    uplink: str
+    prefixes: tuple[IPv6Network, ...]  # the uplink's on-link prefixes now
+    inside: bool
+    fix: str = ""  # how to move the network onto a current prefix, when it is outside
+
+
+@dataclass(frozen=True)
 class Plan:
     uplinks: tuple[UplinkPlan, ...]
     forwarding: Forwarding
@@ -327,6 +346,7 @@ class Plan:
     # Proxied addresses a firewall keeps the LAN from (all or some ports), per gatekeeper.
     gated: tuple[Gated, ...] = ()
     proxy_key: ProxyKeyName = ProxyKeyName.IPV6_PROXY_NDP_ADDRESS
+    subnets: tuple[SubnetCheck, ...] = ()
 
     def wanted_entries(self) -> frozenset[tuple[str, IPv6Address]]:
         return frozenset((u.name, a) for u in self.uplinks for a in u.addresses)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import PurePosixPath
 
-from v6gen import firewall, reach, validate
+from v6gen import firewall, prefixes, reach, validate
 from v6gen.config import Config
 from v6gen.model import (
     REACH_ORDER,
@@ -44,6 +44,7 @@ class _Choice:
     owner: Owner
     reach: Reach
     ports: tuple[int, ...] = ()
+    offlink: bool = False  # kept by the grace rule (v6gen.prefixes)
 
 
 def _network_excluded(network: DockerNetwork | None) -> str:
@@ -232,7 +233,8 @@ def make_plan(
             failures.setdefault(uplink, link)
             skip(ep, f"uplink {uplink} cannot be managed")
             continue
-        if not any(address in prefix for prefix in link.prefixes):
+        offlink = not prefixes.on_link(address, link.prefixes)
+        if offlink and not prefixes.kept(uplink, address, facts):
             have = ", ".join(str(p) for p in link.prefixes) or "no global prefix"
             skip(
                 ep,
@@ -273,7 +275,7 @@ def make_plan(
             entry[1].append((BlockedAddress(address, owner.container, uplink), verdict))
         previous = chosen.get(address)
         if previous is None:
-            chosen[address] = _Choice(uplink, address, owner, verdict.reach, verdict.ports)
+            chosen[address] = _Choice(uplink, address, owner, verdict.reach, verdict.ports, offlink)
             owners[address] = [owner]
             continue
         owners[address].append(owner)
@@ -324,6 +326,7 @@ def make_plan(
                 tuple(sorted(set(owners[addr]), key=Owner.sort_key)),
                 chosen[addr].reach,
                 chosen[addr].ports,
+                chosen[addr].offlink,
             )
             for addr in sorted(a for a, c in chosen.items() if c.uplink == name)
         )
@@ -362,6 +365,7 @@ def make_plan(
         ),
         gated=_gated(gated, chosen),
         proxy_key=ProxyKeyName.for_version(version, running),
+        subnets=prefixes.subnet_checks(docker, facts, default, config.network_uplinks),
     )
 
 
