@@ -432,7 +432,11 @@ def serve(
             now = (outcome.plan, outcome.snapshot.host)
             for line in reach_changes(planned, now) if planned is not None else ():
                 log(line)
-            planned = now
+            # A plan whose uplink failed (no address at all for a moment, as while networkd
+            # swaps a static one) leaves that uplink out: the next is told against the last
+            # whole one.
+            if not outcome.plan.failed or planned is None:
+                planned = now
         return outcome.result is not None and outcome.result.reload_deferred
 
     def update(snapshot: engine.Snapshot, cid: str, found: list[Endpoint]) -> engine.Snapshot:

@@ -72,18 +72,24 @@ class IpKernel:
             for info in link.get("addr_info", []):
                 if info.get("family") == "inet6" and "local" in info:
                     prefixes.add(IPv6Network(f"{info['local']}/{info['prefixlen']}", strict=False))
-        if prefixes:
+        hosts = [p.network_address for p in prefixes if p.prefixlen == 128]
+        if hosts:
             # A DHCPv6 address is a /128; the on-link /64 then comes from an RA route with no
-            # gateway. (No address at all means the link is down: report nothing on-link.)
+            # gateway, counted while that address is in it: an address is what the watch's
+            # monitor (adapters/addrmonitor.py) follows, and the kernel keeps an expired route
+            # (`"expires": -1`) until its garbage collection, seconds later.
             for route in self._json("-6", "route", "show", "dev", name):
                 dst = route.get("dst", "")
                 if "gateway" in route or "via" in route or not isinstance(dst, str):
+                    continue
+                expires = route.get("expires")
+                if isinstance(expires, int) and expires <= 0:
                     continue
                 try:
                     net = IPv6Network(dst if "/" in dst else f"{dst}/128")
                 except ValueError:
                     continue  # "default", "multicast ..." and the like
-                if not (net.is_link_local or net.is_multicast):
+                if not (net.is_link_local or net.is_multicast) and any(h in net for h in hosts):
                     prefixes.add(net)
         return tuple(sorted(prefixes))
 
