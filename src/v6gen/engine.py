@@ -7,13 +7,13 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
 from pathlib import Path
 
-from v6gen import apply, discover, fsutil, hooks, pathjudge, render, state, validate
+from v6gen import apply, discover, fsutil, hooks, pathjudge, render, state, translate, validate
 from v6gen.config import Config
 from v6gen.errors import ExitCode
 from v6gen.model import DockerFacts, Endpoint, HostFacts, Plan, Reach
 from v6gen.paths import Paths
 from v6gen.plan import make_plan
-from v6gen.ports import DockerSource, Firewalls, Kernel, Networkd
+from v6gen.ports import DockerSource, Firewalls, Kernel, Networkd, Translator
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Adapters:
     kernel: Kernel
     # None: only Docker's own ip6tables rules are judged (tests, and where no replay can run).
     firewalls: Firewalls | None = None
+    translator: Translator | None = None  # None: no prefix translation (v6gen.translate)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Outcome:
     result: apply.Result | None = None
     warnings: list[str] = field(default_factory=list)
     snapshot: Snapshot | None = None
+    translated: str | None = None  # what was done to the translation table (v6gen.translate)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -114,6 +116,10 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
             changes, ctx.paths, k.kernel, k.networkd, live=ctx.live, defer_reload=ctx.defer_reload
         )
         outcome.warnings += outcome.result.warnings
+    if not dry_run and ctx.live and ctx.adapters.translator is not None:
+        ruleset = translate.ruleset(plan)
+        done = apply.translate(plan, ctx.paths, ctx.adapters.translator, ruleset)
+        outcome.translated = done
     return outcome
 
 

@@ -67,6 +67,8 @@ class LinkFacts:
     # address -> link-layer address.
     neighbours: Mapping[IPv6Address, str] = field(default_factory=dict)
     admin_state: str = ""  # networkd's AdministrativeState ("configured", "failed", ...)
+    # Of `prefixes`, those whose addresses are all deprecated (preferred lifetime over).
+    deprecated: tuple[IPv6Network, ...] = ()
 
 
 class Forwarding(enum.Enum):
@@ -149,6 +151,7 @@ class DockerNetwork:
     internal: bool = False
     options: Mapping[str, str] = field(default_factory=dict)
     subnets: tuple[IPv6Network, ...] = ()  # IPv6 subnets of its IPAM config
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def gateway_mode(self) -> str:
@@ -334,6 +337,21 @@ class SubnetCheck:
 
 
 @dataclass(frozen=True)
+class Translation:
+    """A network whose containers the LAN reaches through 1:1 prefix translation (v6gen.
+    translate): `inner` is the network's own subnet, `outer` the same suffixes on a prefix of
+    the uplink's."""
+
+    network: str
+    uplink: str
+    inner: IPv6Network
+    outer: IPv6Network
+
+    def outside(self, address: IPv6Address) -> IPv6Address:
+        return self.outer.network_address + (int(address) - int(self.inner.network_address))
+
+
+@dataclass(frozen=True)
 class Plan:
     uplinks: tuple[UplinkPlan, ...]
     forwarding: Forwarding
@@ -347,6 +365,7 @@ class Plan:
     gated: tuple[Gated, ...] = ()
     proxy_key: ProxyKeyName = ProxyKeyName.IPV6_PROXY_NDP_ADDRESS
     subnets: tuple[SubnetCheck, ...] = ()
+    translations: tuple[Translation, ...] = ()
 
     def wanted_entries(self) -> frozenset[tuple[str, IPv6Address]]:
         return frozenset((u.name, a) for u in self.uplinks for a in u.addresses)

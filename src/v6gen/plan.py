@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
 
-from v6gen import firewall, prefixes, reach, validate
+from v6gen import firewall, prefixes, reach, translate, validate
 from v6gen.config import Config
 from v6gen.model import (
     REACH_ORDER,
@@ -27,6 +27,7 @@ from v6gen.model import (
     ProxyKeyName,
     Reach,
     Skipped,
+    Translation,
     UplinkFailure,
     UplinkPlan,
     Verdict,
@@ -186,6 +187,7 @@ def make_plan(
     gated: dict[tuple[str, str], tuple[GateFix, list[tuple[BlockedAddress, Verdict]]]] = {}
     # Why the host's firewalls could not be judged, and for which addresses.
     unjudged: dict[str, set[IPv6Address]] = {}
+    translations: dict[tuple[str, IPv6Network], Translation] = {}
 
     def skip(ep: Endpoint, reason: str, by_choice: bool = False) -> None:
         skipped.append(
@@ -233,6 +235,16 @@ def make_plan(
             failures.setdefault(uplink, link)
             skip(ep, f"uplink {uplink} cannot be managed")
             continue
+        path = facts.path_verdicts.get(ep.address) if facts.path_verdicts is not None else None
+        if network is not None and translate.wanted(network):
+            found = translate.translation(network, address, uplink, link)
+            if isinstance(found, str):
+                skip(ep, found)
+                continue
+            translations.setdefault((found.network, found.inner), found)
+            # The LAN reaches the container at its translated address; the replay judged its
+            # own address, which the raw table (Docker 28's drop) never sees: no path verdict.
+            address, path = found.outside(address), None
         offlink = not prefixes.on_link(address, link.prefixes)
         if offlink and not prefixes.kept(uplink, address, facts):
             have = ", ".join(str(p) for p in link.prefixes) or "no global prefix"
@@ -254,7 +266,6 @@ def make_plan(
         # Not proxied when Docker drops everything from the LAN: the host would answer
         # Neighbour Discovery for a black hole, and LAN hosts would time out on an address
         # that looks alive instead of failing at once. Reported per network instead.
-        path = facts.path_verdicts.get(ep.address) if facts.path_verdicts is not None else None
         verdict = reach.combine(firewall.judge(network, address, uplink, facts.ip6_filter), path)
         if verdict.reach is Reach.NONE and not verdict.blockers:
             shown = validate.display(ep.network)
@@ -366,6 +377,9 @@ def make_plan(
         gated=_gated(gated, chosen),
         proxy_key=ProxyKeyName.for_version(version, running),
         subnets=prefixes.subnet_checks(docker, facts, default, config.network_uplinks),
+        translations=tuple(
+            t for _, t in sorted(translations.items()) if any(u.name == t.uplink for u in uplinks)
+        ),
     )
 
 

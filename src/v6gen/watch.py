@@ -355,6 +355,7 @@ def serve(
     from v6gen.adapters.firewalls import HostFirewalls
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.networkd import DBusNetworkd
+    from v6gen.adapters.nftables import NftTranslator
     from v6gen.adapters.rulemonitor import RuleMonitor
     from v6gen.instant import Instant
     from v6gen.model import Endpoint
@@ -379,6 +380,7 @@ def serve(
     # Replays are remembered in memory across resyncs: a ruleset is judged once. A change of
     # rules alone (`ufw reload`) comes from the rule monitor below, and asks for a sync.
     firewalls = HostFirewalls()
+    translator = NftTranslator()
     # The last sync's plan and host facts: what a prefix change is told against.
     planned: tuple[Any, Any] | None = None
 
@@ -413,7 +415,7 @@ def serve(
         # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
         # reload is left to the Watcher (the marker keeps it owed even if watch is killed).
         with DBusNetworkd(paths) as networkd:
-            adapters = engine.Adapters(docker, networkd, kernel, firewalls)
+            adapters = engine.Adapters(docker, networkd, kernel, firewalls, translator)
             ctx = engine.Context(current, paths, adapters, live=True, defer_reload=True)
             try:
                 with lock.held(paths.lock_file):

@@ -19,7 +19,15 @@ import pytest
 from .conftest import MakeLab
 from .labhost import Lab, poll
 from .topology import UPLINKS
-from .watchproc import NotifySocket, WatchProc, create_container, create_network, remove, start
+from .watchproc import (
+    NotifySocket,
+    WatchProc,
+    create_container,
+    create_network,
+    global_v6,
+    remove,
+    start,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -184,3 +192,43 @@ def test_static_uplink_renumbered_and_back_keeps_everything(
     )
     assert proxied(lab, probe)
     assert lab.lan_reachable(probe, within=10) is not None
+
+
+ULA, ULA_PROBE = "fd00:db8:77::a:71a0/125", "fd00:db8:77::a:71a5"
+
+
+def test_translated_network_follows_the_new_prefix_container_untouched(
+    make_lab: MakeLab, start_watch: Callable[[Lab], WatchProc]
+) -> None:
+    """Issue 23 part 2 on bookworm (dockerd 20.10, its default firewall: no IPv6 filtering): a
+    ULA network labelled v6gen.translate=true is reached at its suffix on the uplink's prefix
+    that is not deprecated; radvd moves the LAN to another prefix and the LAN reaches the
+    container at the address v6gen reports for it, while its own address never changes."""
+    lab = make_lab(ra_only=True)
+    for prefix in (P1, P2):
+        lab.lan().run(f"ip addr add {prefix}100/64 dev eth0 nodad")
+    # The lab's own prefix deprecated: a SLAAC host has it still, but moves on.
+    advertise(lab, "2001:db8:: 86400 0", f"{P1} 600 600")
+    assert poll(lambda: uplink_has(lab, P1), 30), lab.logs()
+    lab.docker.call("POST", "/networks/create", {
+        "Name": "v6t", "CheckDuplicate": True, "EnableIPv6": True,
+        "IPAM": {"Config": [{"Subnet": ULA}]}, "Labels": {"v6gen.translate": "true"},
+    })  # fmt: skip
+    cid = create_container(lab, "probe", "v6t", ULA_PROBE)
+    start(lab, cid)
+    watch = start_watch(lab)
+    first = f"{P1}a:71a5"
+    assert poll(lambda: proxied(lab, first), 30), watch.text()
+    assert watch.count(rf"v6t {re.escape(ULA)} -> {re.escape(P1)}a:71a0/125") == 1
+    assert lab.lan_reachable(first, within=10) is not None
+    status = lab.v6gen("status").stderr
+    assert f"network v6t: {ULA} reached from the LAN at {P1}a:71a0/125 on uplink0" in status
+
+    mark = watch.mark()
+    advertise(lab, "2001:db8:: 86400 0", f"{P1} 600 0", f"{P2} 600 600")
+    moved = rf"v6t {re.escape(ULA)} -> {re.escape(P2)}a:71a0/125"
+    assert watch.wait_for(moved, 30, since=mark), watch.text()
+    second = f"{P2}a:71a5"
+    assert poll(lambda: proxied(lab, second) and first not in lab.proxy_entries(), 30)
+    assert lab.lan_reachable(second, within=10) is not None
+    assert global_v6(lab, cid) == [ULA_PROBE]
