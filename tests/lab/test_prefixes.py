@@ -10,13 +10,15 @@ generous time-outs; the times are bench rows (bench/prefixes.py).
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from ipaddress import IPv6Address, IPv6Network
 
 import pytest
 
-from .conftest import MakeLab
+from .conftest import SRC_ONLY, MakeLab
+from .image import IMAGE
 from .labhost import Lab, poll
 from .topology import UPLINKS
 from .watchproc import (
@@ -232,3 +234,31 @@ def test_translated_network_follows_the_new_prefix_container_untouched(
     assert poll(lambda: proxied(lab, second) and first not in lab.proxy_entries(), 30)
     assert lab.lan_reachable(second, within=10) is not None
     assert global_v6(lab, cid) == [ULA_PROBE]
+
+
+@SRC_ONLY
+def test_translation_on_sid_gateway_mode_nat_lets_in_published_ports(make_lab: MakeLab) -> None:
+    """Where it holds with Docker's own IPv6 firewall (docker.io 28.5, dockerd's defaults,
+    gateway mode nat): Docker's raw-table drop of the container's own address never meets the
+    translated one, and its filter lets in the published port only, as v6gen says (`published`).
+    Proxied directly, the same network reaches nothing (test_firewall.py)."""
+    lab = make_lab(release="sid")
+    lab.run(f"docker network create --ipv6 --subnet {ULA} --label v6gen.translate=true v6t")
+    serve = "nc -ll -p 1234 -e echo reachable & nc -ll -p 80 -e echo reachable"
+    lab.run(
+        f"docker run -d --name probe --network v6t --ip6 {ULA_PROBE} -p 8080:80 {IMAGE}"
+        f" sh -c '{serve}'"
+    )
+    sync = lab.v6gen("sync")
+    assert sync.returncode == 0, sync.stderr
+    outside = "2001:db8::a:71a5"
+    rows = json.loads(lab.v6gen("status", "--json").stdout)
+    assert [(r["address"], r["lan_reach"]) for r in rows] == [(outside, "published")]
+
+    def tcp(port: int) -> bool:
+        res = lab.lan().run(f"busybox nc -w 3 {outside} {port} </dev/null", check=False)
+        return "reachable" in res.stdout
+
+    assert poll(lambda: tcp(80), 20)
+    assert not tcp(1234)
+    assert not lab.lan_ping(outside, wait=2)
