@@ -159,6 +159,13 @@ ROWS = (
     Row("prefix_back_to_reply_p95_ms", "  same, p95", "ms", "<= 2000",
         _le("prefix_back_to_reply_p95_ms", 2000)),
     Row("prefix_back_to_reply_kept_p50_ms", "  same, entry kept by the grace rule, p50", "ms"),
+    Row("translate_ra_to_reply_p50_ms",
+        "translation: RA with a new prefix -> first LAN reply at the new address, p50", "ms",
+        "<= 2000", _le("translate_ra_to_reply_p50_ms", 2000)),
+    Row("translate_ra_to_reply_p95_ms", "  same, p95", "ms", "<= 2000",
+        _le("translate_ra_to_reply_p95_ms", 2000)),
+    Row("translate_ra_to_table_p50_ms", "  RA -> watch has moved the table and the entry, p50",
+        "ms"),
     *(row for rel, name in (("bookworm", "Debian 12"), ("trixie", "Debian 13"), ("sid", "sid"))
       for row in (
         Row(f"boot_{rel}_running_s", f"booted {name}: nspawn start -> `running`", "s"),

@@ -107,6 +107,11 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
         install_hooks=ctx.config.install_hooks,
     )
     outcome = Outcome(plan, changes, dry_run, warnings=[*warnings, *plan.warnings, *more])
+    if not dry_run and ctx.live and ctx.adapters.translator is not None:
+        # Before the proxy entries: a LAN packet let in by a new entry ahead of its rule would
+        # start a conntrack flow without the translation, which later rules never rewrite.
+        ruleset = translate.ruleset(plan)
+        outcome.translated = apply.translate(plan, ctx.paths, ctx.adapters.translator, ruleset)
     # A state that differs with nothing else to do is saved too: claims left by a sync killed
     # after its kernel change must go, and a damaged or untrusted state file must be replaced
     # now, not at the next unrelated change.
@@ -116,10 +121,6 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
             changes, ctx.paths, k.kernel, k.networkd, live=ctx.live, defer_reload=ctx.defer_reload
         )
         outcome.warnings += outcome.result.warnings
-    if not dry_run and ctx.live and ctx.adapters.translator is not None:
-        ruleset = translate.ruleset(plan)
-        done = apply.translate(plan, ctx.paths, ctx.adapters.translator, ruleset)
-        outcome.translated = done
     return outcome
 
 

@@ -74,11 +74,14 @@ def subnet_checks(
     default: str | None,
     network_uplinks: Mapping[str, str],
 ) -> tuple[SubnetCheck, ...]:
-    """Each IPv6 subnet of the networks v6gen may proxy, against its uplink's prefixes now."""
+    """Each IPv6 subnet of the networks v6gen may proxy, against its uplink's prefixes now;
+    not those it translates, which follow the prefix by themselves."""
+    from v6gen import translate  # it builds on moved_subnet() here
+
     found = []
     for name, net in sorted(docker.networks.items()):
         uplink = network_uplinks.get(name, default)
-        if uplink is None or not _proxied(net):
+        if uplink is None or not _proxied(net) or translate.wanted(net):
             continue
         link = facts.links.get(uplink)
         prefixes = link.prefixes if link is not None else ()

@@ -111,3 +111,26 @@ def test_a_prefix_too_long_for_the_subnet_is_said(host: Host) -> None:
 def test_the_label_says_true_or_yes() -> None:
     net = DockerNetwork(NET, options={GATEWAY_MODE_V6: "routed"}, labels={translate.LABEL: "yes"})
     assert translate.wanted(net) and not translate.wanted(replace(net, labels={}))
+
+
+def test_the_table_is_loaded_before_the_entry_lets_the_lan_in(host: Host) -> None:
+    """A LAN packet let in by the entry ahead of the rule would start a conntrack flow that
+    the rule, loaded later, never rewrites."""
+    entries_then: list[set[object]] = []
+
+    class Ordered(FakeTranslator):
+        def load(self, ruleset: str) -> None:
+            entries_then.append(set(host.kernel.proxy))
+            super().load(ruleset)
+
+    engine.sync(_ctx(host, Ordered()))
+    assert entries_then == [set()] and host.kernel.proxy
+
+
+def test_a_translated_network_is_not_said_to_be_outside_the_prefixes(host: Host) -> None:
+    out = engine.sync(_ctx(host, FakeTranslator()))
+    assert out.plan.subnets == ()
+    assert translate.lines(out.plan) == [
+        "network v6t: fd00:db8:77::a:71a0/125 reached from the LAN at 2001:db8::a:71a0/125 on "
+        "uplink0 (prefix translation)"
+    ]
