@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from v6gen import detect, discover, engine, firewall, prefixes, report, state, trust
+from v6gen import detect, discover, engine, firewall, prefixes, report, state, translate, trust
 from v6gen.apply import (
     ALL_PROXY_NDP,
     FORWARDING,
@@ -25,6 +25,7 @@ from v6gen.model import (
     Plan,
     Reach,
     SubnetCheck,
+    Translation,
 )
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
 from v6gen.plan import make_plan
@@ -69,6 +70,7 @@ def run(ctx: engine.Context) -> list[Check]:
         checks.append(_ok("docker", f"reachable{version}; networks with IPv6: {listed}"))
         checks += _docker_networks(docker, networks, facts, plan)
         checks += [_subnet(c) for c in plan.subnets]
+        checks += [_ok(f"translate {t.network}", line) for t, line in _translated(plan)]
         checks += _gatekeepers(facts, plan)
     else:
         hint = "create one with `enable_ipv6: true` and an IPv6 subnet"
@@ -190,6 +192,10 @@ def _docker_networks(
 
 
 _ORDER = REACH_ORDER
+
+
+def _translated(plan: Plan) -> list[tuple[Translation, str]]:
+    return list(zip(plan.translations, translate.lines(plan), strict=True))
 
 
 def _subnet(check: SubnetCheck) -> Check:

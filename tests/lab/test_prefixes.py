@@ -225,6 +225,7 @@ def test_translated_network_follows_the_new_prefix_container_untouched(
     assert lab.lan_reachable(first, within=10) is not None
     status = lab.v6gen("status").stderr
     assert f"network v6t: {ULA} reached from the LAN at {P1}a:71a0/125 on uplink0" in status
+    assert f"translate v6t: network v6t: {ULA} reached" in lab.v6gen("doctor").stdout
 
     mark = watch.mark()
     advertise(lab, "2001:db8:: 86400 0", f"{P1} 600 0", f"{P2} 600 600")

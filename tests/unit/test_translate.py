@@ -134,3 +134,12 @@ def test_a_translated_network_is_not_said_to_be_outside_the_prefixes(host: Host)
         "network v6t: fd00:db8:77::a:71a0/125 reached from the LAN at 2001:db8::a:71a0/125 on "
         "uplink0 (prefix translation)"
     ]
+
+
+def test_clean_deletes_the_table(host: Host) -> None:
+    nft = FakeTranslator()
+    engine.sync(_ctx(host, nft))
+    out = engine.clean(_ctx(host, nft))
+    assert not nft.table and host.kernel.proxy == set()
+    assert out.translated is not None and out.translated.startswith("deleted")
+    assert not host.paths.translate_ruleset.exists()
