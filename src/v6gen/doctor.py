@@ -70,7 +70,9 @@ def run(ctx: engine.Context) -> list[Check]:
         checks.append(_ok("docker", f"reachable{version}; networks with IPv6: {listed}"))
         checks += _docker_networks(docker, networks, facts, plan)
         checks += [_subnet(c) for c in plan.subnets]
-        checks += [_ok(f"translate {t.network}", line) for t, line in _translated(plan)]
+        checks += [
+            _ok(f"docker network {t.network} translation", line) for t, line in _translated(plan)
+        ]
         checks += _gatekeepers(facts, plan)
     else:
         hint = "create one with `enable_ipv6: true` and an IPv6 subnet"
@@ -202,7 +204,7 @@ def _subnet(check: SubnetCheck) -> Check:
     """A network left outside its uplink's prefixes (renumbered, or a prefix gone): the LAN
     has no route to it, whatever v6gen proxies."""
     line = prefixes.subnet_line(check)
-    name = f"prefix {check.network}"
+    name = f"docker network {check.network} prefix"
     return _ok(name, line) if check.inside else Check(name, Level.WARN, line, check.fix)
 
 

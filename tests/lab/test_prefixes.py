@@ -184,7 +184,9 @@ def test_static_uplink_renumbered_and_back_keeps_everything(
     assert proxied(lab, probe)
     assert lab.sysctl("net.ipv6.conf.all.proxy_ndp") == forwarding == "1"
     doctor = lab.v6gen("doctor", check=False).stdout
-    assert "prefix v6net: 2001:db8::a:71a0/125 is outside uplink0's prefixes" in doctor
+    assert (
+        "docker network v6net prefix: 2001:db8::a:71a0/125 is outside uplink0's prefixes" in doctor
+    )
     assert f"--subnet {new}a:71a0/125" in doctor
 
     mark = watch.mark()
@@ -225,7 +227,8 @@ def test_translated_network_follows_the_new_prefix_container_untouched(
     assert lab.lan_reachable(first, within=10) is not None
     status = lab.v6gen("status").stderr
     assert f"network v6t: {ULA} reached from the LAN at {P1}a:71a0/125 on uplink0" in status
-    assert f"translate v6t: network v6t: {ULA} reached" in lab.v6gen("doctor").stdout
+    doctor = lab.v6gen("doctor").stdout
+    assert f"docker network v6t translation: network v6t: {ULA} reached" in doctor
 
     mark = watch.mark()
     advertise(lab, "2001:db8:: 86400 0", f"{P1} 600 0", f"{P2} 600 600")
