@@ -69,9 +69,11 @@ def run(ctx: engine.Context) -> list[Check]:
         )
         checks.append(_ok("docker", f"reachable{version}; networks with IPv6: {listed}"))
         checks += _docker_networks(docker, networks, facts, plan)
-        checks += [_subnet(c) for c in plan.subnets]
+        # Named like the engine's own network lines (`podman network NAME` for netavark's).
+        kind = "podman" if docker.engine == detect.PODMAN else "docker"
+        checks += [_subnet(c, kind) for c in plan.subnets]
         checks += [
-            _ok(f"docker network {t.network} translation", line) for t, line in _translated(plan)
+            _ok(f"{kind} network {t.network} translation", line) for t, line in _translated(plan)
         ]
         checks += _gatekeepers(facts, plan)
     else:
@@ -200,11 +202,11 @@ def _translated(plan: Plan) -> list[tuple[Translation, str]]:
     return list(zip(plan.translations, translate.lines(plan), strict=True))
 
 
-def _subnet(check: SubnetCheck) -> Check:
+def _subnet(check: SubnetCheck, kind: str) -> Check:
     """A network left outside its uplink's prefixes (renumbered, or a prefix gone): the LAN
     has no route to it, whatever v6gen proxies."""
     line = prefixes.subnet_line(check)
-    name = f"docker network {check.network} prefix"
+    name = f"{kind} network {check.network} prefix"
     return _ok(name, line) if check.inside else Check(name, Level.WARN, line, check.fix)
 
 
