@@ -346,6 +346,9 @@ class Translation:
     uplink: str
     inner: IPv6Network
     outer: IPv6Network
+    # False: onto a deprecated prefix, still valid, kept for the LAN's peers that use it (no
+    # SNAT: the container's own connections leave from the primary's address).
+    primary: bool = True
 
     def outside(self, address: IPv6Address) -> IPv6Address:
         return self.outer.network_address + (int(address) - int(self.inner.network_address))

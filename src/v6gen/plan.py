@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
 
@@ -296,6 +296,16 @@ def make_plan(
             f"{owner.container}: proxied once{where}"
         )
 
+    # Translated addresses on the uplink's deprecated prefixes too, while they are valid.
+    for primary in list(translations.values()):
+        for extra in translate.still_valid(primary, facts.links[primary.uplink]):
+            translations[(extra.network, extra.outer)] = extra
+            for addr, choice in list(chosen.items()):
+                alias = extra.outer.network_address + (int(addr) - int(primary.outer[0]))
+                if addr in primary.outer and alias not in chosen:
+                    chosen[alias] = replace(choice, address=alias)
+                    owners[alias] = list(owners[addr])
+
     # A drop-in applies to every link its .network file matches (Name=en*, or a catch-all that
     # also takes Docker's veths): it would proxy, forward and take RAs there too, and one file
     # cannot say "these addresses on eth0, those on eth1".
@@ -378,9 +388,16 @@ def make_plan(
         proxy_key=ProxyKeyName.for_version(version, running),
         subnets=prefixes.subnet_checks(docker, facts, default, config.network_uplinks),
         translations=tuple(
-            t for _, t in sorted(translations.items()) if any(u.name == t.uplink for u in uplinks)
+            t
+            for t in sorted(translations.values(), key=_translation_order)
+            if any(u.name == t.uplink for u in uplinks)
         ),
     )
+
+
+def _translation_order(t: Translation) -> tuple[str, bool, IPv6Network]:
+    """Per network, the primary first: its address is the one v6gen reports."""
+    return (t.network, not t.primary, t.outer)
 
 
 def _gated(

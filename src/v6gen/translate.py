@@ -3,7 +3,8 @@ network (label `v6gen.translate=true`). The containers keep their addresses on t
 own subnet (a ULA, or an old prefix); the LAN reaches each at the same suffix on a prefix the
 uplink has now, which v6gen proxies and reports, and the nftables table `ip6 v6gen` rewrites
 the prefix both ways (`dnat/snat ip6 prefix to`). When the uplink's prefix changes, the next
-sync (watch: at once, adapters/addrmonitor.py) moves the proxied addresses and the rules.
+sync (watch: at once, adapters/addrmonitor.py) moves the proxied addresses and the rules; a
+deprecated prefix keeps its translated addresses, inward only, until it expires.
 
 Why stateful prefix NAT and not RFC 6296 NPTv6 (ip6tables SNPT/DNPT): both held in the lab
 wherever Docker's and netavark's firewalls let anything in, with the same reach (README,
@@ -34,7 +35,7 @@ def translation(
 ) -> Translation | str:
     """The translation of the network subnet that holds `address` onto the uplink's prefix
     (one whose addresses are not deprecated, the lowest, so every sync picks the same), or why
-    there is none."""
+    there is none. Deprecated prefixes keep their own translations meanwhile (still_valid)."""
     inner = next((s for s in network.subnets if address in s), None)
     if inner is None:
         return f"label {LABEL}: the address is in none of the network's subnets"
@@ -44,6 +45,18 @@ def translation(
         have = ", ".join(map(str, link.prefixes)) or "no global prefix"
         return f"label {LABEL}: no prefix of {uplink} can hold {inner} ({have})"
     return Translation(network.name, uplink, inner, outer)
+
+
+def still_valid(t: Translation, link: LinkFacts) -> list[Translation]:
+    """The same subnet on each deprecated prefix of the uplink that can hold it, other than
+    `t`'s: as with direct proxying, a deprecated prefix keeps reaching the container until its
+    valid lifetime ends, so peers that still use the old address are not cut off."""
+    found = []
+    for prefix in link.deprecated:
+        outer = moved_subnet(t.inner, [prefix])
+        if outer is not None and outer != t.outer:
+            found.append(Translation(t.network, t.uplink, t.inner, outer, primary=False))
+    return found
 
 
 def ruleset(plan: Plan) -> str:
@@ -57,6 +70,6 @@ def lines(plan: Plan) -> list[str]:
     """status and sync -v: where the LAN reaches each translated network."""
     return [
         f"network {t.network}: {t.inner} reached from the LAN at {t.outer} on {t.uplink} "
-        "(prefix translation)"
+        + ("(prefix translation)" if t.primary else "(deprecated prefix, until it expires)")
         for t in plan.translations
     ]

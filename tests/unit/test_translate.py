@@ -59,13 +59,28 @@ def test_renumbering_moves_the_proxied_address_and_the_rules_not_the_container(
 ) -> None:
     nft = FakeTranslator()
     engine.sync(_ctx(host, nft))
-    # The new prefix comes, the old one is deprecated: translated onto the new one.
+    # The new prefix comes, the old one is deprecated: translated onto the new one, and the
+    # old address still reaches the container until its prefix expires (DNAT only).
     host.kernel.prefixes["uplink0"] = (OLD, NEW)
     host.kernel.deprecated["uplink0"] = (OLD,)
     out = engine.sync(_ctx(host, nft))
-    assert host.kernel.proxy == {("uplink0", addr("2001:db8:2::a:71a5"))}
-    assert out.changes.delete == {("uplink0", addr("2001:db8::a:71a5"))}
-    assert "ip6 daddr 2001:db8:2::a:71a0/125 dnat ip6 prefix to" in nft.loaded[-1]
+    old, new = ("uplink0", addr("2001:db8::a:71a5")), ("uplink0", addr("2001:db8:2::a:71a5"))
+    assert host.kernel.proxy == {old, new}
+    ruleset = nft.loaded[-1]
+    assert "ip6 daddr 2001:db8:2::a:71a0/125 dnat ip6 prefix to" in ruleset
+    assert "ip6 daddr 2001:db8::a:71a0/125 dnat ip6 prefix to" in ruleset
+    assert ruleset.count("snat ip6 prefix to 2001:db8:2::a:71a0/125") == 1
+    assert "snat ip6 prefix to 2001:db8::a:71a0/125" not in ruleset
+    assert [line.rsplit(" (", 1)[1] for line in translate.lines(out.plan)] == [
+        "prefix translation)",
+        "deprecated prefix, until it expires)",
+    ]
+    # The old prefix runs out: its address goes; the container's own never changed.
+    host.kernel.prefixes["uplink0"] = (NEW,)
+    host.kernel.deprecated["uplink0"] = ()
+    gone = engine.sync(_ctx(host, nft))
+    assert gone.changes.delete == {old} and host.kernel.proxy == {new}
+    assert "2001:db8::a:71a0/125 dnat" not in nft.loaded[-1]
     assert host.docker.items[0].address == "fd00:db8:77::a:71a5"
     assert "IPv6ProxyNDPAddress=2001:db8:2::a:71a5\n" in host.dropin.read_text()
 
