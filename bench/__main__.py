@@ -22,7 +22,7 @@ from .common import Section, log, machine
 # Order: the process-start measurement first, while nothing of ours is running.
 SECTIONS = (
     "startup", "hook_restore", "sync_scale", "first_contact", "flap", "watch", "instant", "boot",
-    "podman", "gatekeepers", "claims",
+    "podman", "gatekeepers", "claims", "prefixes",
 )  # fmt: skip
 SECTION_FILE = Path(__file__).resolve().parent / "README-section.md"
 
@@ -164,6 +164,22 @@ ROWS = (
     Row("watch_idle_cpu_ms_per_10s", "watch CPU time while idle, per 10 s", "ms", "0",
         lambda r: None if r.get("watch_idle_cpu_ms_per_10s") is None
         else r["watch_idle_cpu_ms_per_10s"] == 0),
+    Row("prefix_gone_to_word_p50_ms",
+        "watch: uplink's prefix gone -> which containers lost reach, p50", "ms"),
+    Row("prefix_gone_to_word_p95_ms", "  same, p95", "ms"),
+    Row("prefix_back_to_reply_p50_ms",
+        "watch: prefix back -> first LAN reply, container started meanwhile, p50", "ms",
+        "<= 2000", _le("prefix_back_to_reply_p50_ms", 2000)),
+    Row("prefix_back_to_reply_p95_ms", "  same, p95", "ms", "<= 2000",
+        _le("prefix_back_to_reply_p95_ms", 2000)),
+    Row("prefix_back_to_reply_kept_p50_ms", "  same, entry kept by the grace rule, p50", "ms"),
+    Row("translate_ra_to_reply_p50_ms",
+        "translation: RA with a new prefix -> first LAN reply at the new address, p50", "ms",
+        "<= 2000", _le("translate_ra_to_reply_p50_ms", 2000)),
+    Row("translate_ra_to_reply_p95_ms", "  same, p95", "ms", "<= 2000",
+        _le("translate_ra_to_reply_p95_ms", 2000)),
+    Row("translate_ra_to_table_p50_ms", "  RA -> watch has moved the table and the entry, p50",
+        "ms"),
     *(row for rel, name in (("bookworm", "Debian 12"), ("trixie", "Debian 13"), ("sid", "sid"))
       for row in (
         Row(f"boot_{rel}_running_s", f"booted {name}: nspawn start -> `running`", "s"),

@@ -100,12 +100,16 @@ class FakeKernel:
     ra_links: set[str] = field(default_factory=set)
     own: dict[IPv6Address, str] = field(default_factory=dict)  # host_addresses()
     neighbours: dict[str, dict[IPv6Address, str]] = field(default_factory=dict)
+    deprecated: dict[str, tuple[IPv6Network, ...]] = field(default_factory=dict)
 
     # Docker's ip6tables rules; the default is a host where Docker does not filter IPv6.
     filter: Ip6Filter | None = field(default_factory=lambda: Ip6Filter(docker_chains=False))
 
     def host_addresses(self) -> dict[IPv6Address, str]:
         return dict(self.own)
+
+    def deprecated_prefixes(self, name: str) -> tuple[IPv6Network, ...]:
+        return tuple(self.deprecated.get(name, ()))
 
     def ip6_filter(self) -> Ip6Filter | None:
         return self.filter
@@ -166,3 +170,18 @@ def ep(
 
 def addr(text: str) -> IPv6Address:
     return IPv6Address(text)
+
+
+@dataclass
+class FakeTranslator:
+    """The kernel's nftables table of v6gen's translation: what the last `nft -f` left."""
+
+    loaded: list[str] = field(default_factory=list)
+    table: bool = False
+
+    def present(self) -> bool:
+        return self.table
+
+    def load(self, ruleset: str) -> None:
+        self.loaded.append(ruleset)
+        self.table = "\ntable ip6 v6gen {\n" in ruleset

@@ -16,7 +16,7 @@ from v6gen import state as state_mod
 from v6gen.errors import ApplyError, NetworkdError
 from v6gen.model import Plan
 from v6gen.paths import Paths
-from v6gen.ports import Kernel, Networkd, ProxyKey
+from v6gen.ports import Kernel, Networkd, ProxyKey, Translator
 
 FORWARDING = "net/ipv6/conf/all/forwarding"
 # A LAN host re-checks a neighbour it knows with unicast solicitations to the address itself;
@@ -485,3 +485,23 @@ def reload(paths: Paths, networkd: Networkd, result: Result | None = None) -> li
     if result is not None:
         result.reloaded = True
     return [detour] if detour else []
+
+
+def translate(plan: Plan, paths: Paths, translator: Translator, ruleset: str) -> str | None:
+    """Make the kernel's translation table what the plan says (v6gen.translate): loaded again
+    when it differs from what v6gen loaded last (its copy in /run/v6gen) or is gone from the
+    kernel (an `nft flush ruleset`), deleted when no network translates any more. A host that
+    never translated never runs nft. Returns what was done, for the log."""
+    record = paths.translate_ruleset
+    old = record.read_text(encoding="utf-8") if record.exists() else None
+    if old is None and not plan.translations:
+        return None
+    if old == ruleset and translator.present() == bool(plan.translations):
+        return None
+    translator.load(ruleset)
+    if not plan.translations:
+        record.unlink(missing_ok=True)
+        return "deleted nftables table ip6 v6gen (no network translates any more)"
+    fsutil.write_atomic(record, ruleset)
+    moved = ", ".join(f"{t.network} {t.inner} -> {t.outer}" for t in plan.translations)
+    return f"loaded nftables table ip6 v6gen: {moved}"

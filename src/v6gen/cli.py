@@ -65,6 +65,7 @@ def _adapters(cfg: Config, paths: Paths) -> Adapters:
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.ndpsock import RawNdp
     from v6gen.adapters.networkd import DBusNetworkd
+    from v6gen.adapters.nftables import NftTranslator
     from v6gen.engine import Adapters
     from v6gen.paths import Paths
 
@@ -72,7 +73,9 @@ def _adapters(cfg: Config, paths: Paths) -> Adapters:
     choice = detect.choose(cfg.docker_host, os.environ, Paths())
     docker = DockerAPI(choice.host, cfg.docker_timeout, choice)
     firewalls = HostFirewalls(paths.firewall_cache)
-    return Adapters(docker, DBusNetworkd(paths), IpKernel(), firewalls, RawNdp())
+    return Adapters(
+        docker, DBusNetworkd(paths), IpKernel(), firewalls, ndp=RawNdp(), translator=NftTranslator()
+    )
 
 
 def _context(config: Path | None, root: Path) -> Context:
@@ -206,7 +209,9 @@ def status(
         rows, plan = engine.status(ctx)
     except Exception as exc:
         _fail(exc)
+    from v6gen.prefixes import subnet_lines
     from v6gen.report import blocked_lines, engine_line, gated_lines
+    from v6gen.translate import lines
 
     # stderr: stdout stays the table (or the JSON list) scripts read.
     typer.echo(f"engine: {engine_line(ctx.adapters.docker.choice())}", err=True)
@@ -221,7 +226,7 @@ def status(
             typer.echo(f"{r.address:<28} {r.uplink:<10} {flags}  {who}")
         if not rows:
             typer.echo("no container addresses to proxy")
-    for line in blocked_lines(plan) + gated_lines(plan):
+    for line in blocked_lines(plan) + gated_lines(plan) + subnet_lines(plan) + lines(plan):
         typer.echo(line, err=True)
     raise typer.Exit(0 if all(r.ok for r in rows) and not plan.failed else 1)
 

@@ -11,7 +11,7 @@ from ipaddress import IPv6Network
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from v6gen import validate
+from v6gen import state, validate
 from v6gen.config import Config
 from v6gen.errors import DockerError, NetworkdError
 from v6gen.model import DockerNetwork, Endpoint, HostFacts, LinkFacts
@@ -133,6 +133,10 @@ def assigned_address(network: Any, container_id: str) -> str | None:
     return address.split("/", 1)[0]
 
 
+def _mapping(value: Any) -> Mapping[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def networks_from_list(networks: Iterable[Any]) -> dict[str, DockerNetwork]:
     """Networks by name from the body of GET /networks. Malformed entries are left out: a
     container on an unknown network is judged as on a default one, never refused for it."""
@@ -154,10 +158,9 @@ def networks_from_list(networks: Iterable[Any]) -> dict[str, DockerNetwork]:
             driver=str(net.get("Driver") or ""),
             ipv6=net.get("EnableIPv6") is True,
             internal=net.get("Internal") is True,
-            options={
-                str(k): str(v) for k, v in (options.items() if isinstance(options, dict) else ())
-            },
+            options={str(k): str(v) for k, v in _mapping(options).items()},
             subnets=tuple(subnets),
+            labels={str(k): str(v) for k, v in _mapping(net.get("Labels")).items()},
         )
     return found
 
@@ -243,6 +246,7 @@ def gather_host(
             and accept_ra_configured(paths, network_file),
             neighbours=kernel.active_neighbours(name),
             admin_state=admin_state,
+            deprecated=kernel.deprecated_prefixes(name),
         )
     users: Mapping[PurePosixPath, frozenset[str]] = {}
     if not networkd_down and any(link.managed for link in links.values()):
@@ -260,7 +264,10 @@ def gather_host(
     before = frozenset(p.stem for p in paths.restore_dir.glob("*.proxy"))
     own = kernel.host_addresses() if links else {}
     rules = kernel.ip6_filter() if links else None
-    facts = HostFacts(default, links, version, before, users, own, rules, source, running)
+    facts = HostFacts(
+        default, links, version, before, users, own, rules, source, running,
+        proxied_before=state.owned(paths),
+    )  # fmt: skip
     return facts, warnings
 
 

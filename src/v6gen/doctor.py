@@ -7,7 +7,19 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from v6gen import detect, discover, engine, firewall, hostview, migrate, report, state, trust
+from v6gen import (
+    detect,
+    discover,
+    engine,
+    firewall,
+    hostview,
+    migrate,
+    prefixes,
+    report,
+    state,
+    translate,
+    trust,
+)
 from v6gen.apply import (
     ALL_PROXY_NDP,
     FORWARDING,
@@ -16,7 +28,17 @@ from v6gen.apply import (
     proxy_ndp_key,
 )
 from v6gen.errors import DockerError
-from v6gen.model import REACH_ORDER, DockerFacts, DockerNetwork, Gated, HostFacts, Plan, Reach
+from v6gen.model import (
+    REACH_ORDER,
+    DockerFacts,
+    DockerNetwork,
+    Gated,
+    HostFacts,
+    Plan,
+    Reach,
+    SubnetCheck,
+    Translation,
+)
 from v6gen.paths import DISPATCHER_STATES, HOOK_NAME, Paths
 from v6gen.plan import make_plan
 from v6gen.wording import count
@@ -59,6 +81,12 @@ def run(ctx: engine.Context) -> list[Check]:
         )
         checks.append(_ok("docker", f"reachable{version}; networks with IPv6: {listed}"))
         checks += _docker_networks(docker, networks, facts, plan)
+        # Named like the engine's own network lines (`podman network NAME` for netavark's).
+        kind = "podman" if docker.engine == detect.PODMAN else "docker"
+        checks += [_subnet(c, kind) for c in plan.subnets]
+        checks += [
+            _ok(f"{kind} network {t.network} translation", line) for t, line in _translated(plan)
+        ]
         checks += _gatekeepers(facts, plan)
     else:
         hint = "create one with `enable_ipv6: true` and an IPv6 subnet"
@@ -187,6 +215,18 @@ def _docker_networks(
 
 
 _ORDER = REACH_ORDER
+
+
+def _translated(plan: Plan) -> list[tuple[Translation, str]]:
+    return list(zip(plan.translations, translate.lines(plan), strict=True))
+
+
+def _subnet(check: SubnetCheck, kind: str) -> Check:
+    """A network left outside its uplink's prefixes (renumbered, or a prefix gone): the LAN
+    has no route to it, whatever v6gen proxies."""
+    line = prefixes.subnet_line(check)
+    name = f"{kind} network {check.network} prefix"
+    return _ok(name, line) if check.inside else Check(name, Level.WARN, line, check.fix)
 
 
 def _gatekeepers(facts: HostFacts, plan: Plan) -> list[Check]:

@@ -7,13 +7,24 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
 from pathlib import Path
 
-from v6gen import apply, claims, discover, fsutil, hooks, pathjudge, render, state, validate
+from v6gen import (
+    apply,
+    claims,
+    discover,
+    fsutil,
+    hooks,
+    pathjudge,
+    render,
+    state,
+    translate,
+    validate,
+)
 from v6gen.config import Config
 from v6gen.errors import ExitCode
 from v6gen.model import DockerFacts, Endpoint, HostFacts, Plan, Reach
 from v6gen.paths import Paths
 from v6gen.plan import make_plan
-from v6gen.ports import DockerSource, Firewalls, Kernel, Networkd, ProxyKey
+from v6gen.ports import DockerSource, Firewalls, Kernel, Networkd, ProxyKey, Translator
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,7 @@ class Adapters:
     firewalls: Firewalls | None = None
     # None: nothing is probed or announced (tests, --root); held addresses are still left out.
     ndp: claims.Prober | None = None
+    translator: Translator | None = None  # None: no prefix translation (v6gen.translate)
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,7 @@ class Outcome:
     result: apply.Result | None = None
     warnings: list[str] = field(default_factory=list)
     snapshot: Snapshot | None = None
+    translated: str | None = None  # what was done to the translation table (v6gen.translate)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -109,6 +122,11 @@ def _run(ctx: Context, plan: Plan, warnings: list[str], *, dry_run: bool) -> Out
         install_hooks=ctx.config.install_hooks,
     )
     outcome = Outcome(plan, changes, dry_run, warnings=[*warnings, *plan.warnings, *more])
+    if not dry_run and ctx.live and ctx.adapters.translator is not None:
+        # Before the proxy entries: a LAN packet let in by a new entry ahead of its rule would
+        # start a conntrack flow without the translation, which later rules never rewrite.
+        ruleset = translate.ruleset(plan)
+        outcome.translated = apply.translate(plan, ctx.paths, ctx.adapters.translator, ruleset)
     # A state that differs with nothing else to do is saved too: claims left by a sync killed
     # after its kernel change must go, and a damaged or untrusted state file must be replaced
     # now, not at the next unrelated change.

@@ -67,6 +67,8 @@ class LinkFacts:
     # address -> link-layer address.
     neighbours: Mapping[IPv6Address, str] = field(default_factory=dict)
     admin_state: str = ""  # networkd's AdministrativeState ("configured", "failed", ...)
+    # Of `prefixes`, those whose addresses are all deprecated (preferred lifetime over).
+    deprecated: tuple[IPv6Network, ...] = ()
 
 
 class Forwarding(enum.Enum):
@@ -131,6 +133,9 @@ class HostFacts:
     path_verdicts: Mapping[str, Verdict] | None = None
     path_note: str = ""
     path_gatekeepers: tuple[str, ...] = ()  # the gatekeepers found in the rules, Docker aside
+    # The proxy entries v6gen owns from earlier syncs (uplink, address): an address among them
+    # that its uplink's prefixes no longer cover is kept (v6gen.prefixes, the grace rule).
+    proxied_before: frozenset[tuple[str, IPv6Address]] = frozenset()
 
 
 GATEWAY_MODE_V6 = "com.docker.network.bridge.gateway_mode_ipv6"
@@ -146,6 +151,7 @@ class DockerNetwork:
     internal: bool = False
     options: Mapping[str, str] = field(default_factory=dict)
     subnets: tuple[IPv6Network, ...] = ()  # IPv6 subnets of its IPAM config
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def gateway_mode(self) -> str:
@@ -279,10 +285,13 @@ class ProxyEntry:
     owners: tuple[Owner, ...]
     reach: Reach = Reach.ALL
     ports: tuple[int, ...] = ()  # the reachable ports, for Reach.PORTS
+    # Outside every prefix its uplink has now, kept by the grace rule (v6gen.prefixes): the LAN
+    # has no route to it until the prefix is back.
+    offlink: bool = False
 
     @property
     def lan(self) -> str:
-        return short_name(self.reach, self.ports)
+        return Reach.NONE.value if self.offlink else short_name(self.reach, self.ports)
 
     def describe_owners(self) -> str:
         return ", ".join(o.describe() for o in self.owners)
@@ -318,6 +327,37 @@ class UplinkFailure:
 
 
 @dataclass(frozen=True)
+class SubnetCheck:
+    """One IPv6 subnet of a Docker network against the current prefixes of the uplink its
+    containers are proxied on (v6gen.prefixes)."""
+
+    network: str
+    subnet: IPv6Network
+    uplink: str
+    prefixes: tuple[IPv6Network, ...]  # the uplink's on-link prefixes now
+    inside: bool
+    fix: str = ""  # how to move the network onto a current prefix, when it is outside
+
+
+@dataclass(frozen=True)
+class Translation:
+    """A network whose containers the LAN reaches through 1:1 prefix translation (v6gen.
+    translate): `inner` is the network's own subnet, `outer` the same suffixes on a prefix of
+    the uplink's."""
+
+    network: str
+    uplink: str
+    inner: IPv6Network
+    outer: IPv6Network
+    # False: onto a deprecated prefix, still valid, kept for the LAN's peers that use it (no
+    # SNAT: the container's own connections leave from the primary's address).
+    primary: bool = True
+
+    def outside(self, address: IPv6Address) -> IPv6Address:
+        return self.outer.network_address + (int(address) - int(self.inner.network_address))
+
+
+@dataclass(frozen=True)
 class Plan:
     uplinks: tuple[UplinkPlan, ...]
     forwarding: Forwarding
@@ -330,6 +370,8 @@ class Plan:
     # Proxied addresses a firewall keeps the LAN from (all or some ports), per gatekeeper.
     gated: tuple[Gated, ...] = ()
     proxy_key: ProxyKeyName = ProxyKeyName.IPV6_PROXY_NDP_ADDRESS
+    subnets: tuple[SubnetCheck, ...] = ()
+    translations: tuple[Translation, ...] = ()
 
     def wanted_entries(self) -> frozenset[tuple[str, IPv6Address]]:
         return frozenset((u.name, a) for u in self.uplinks for a in u.addresses)

@@ -97,6 +97,12 @@ class Paths:
         return self.root / "run/v6gen/firewall-replay.json"
 
     @property
+    def translate_ruleset(self) -> Path:
+        """The translation table as v6gen last loaded it (`nft -f` input): in /run, since the
+        kernel's table goes with a reboot too."""
+        return self.root / "run/v6gen/translate.nft"
+
+    @property
     def reload_marker(self) -> Path:
         """Exists while networkd owes a reload for files v6gen wrote: a run that failed to
         reload, was killed before it could, or (watch) put it off leaves it for the next."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from ipaddress import IPv6Address
+from dataclasses import dataclass, replace
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
 
-from v6gen import firewall, reach, validate
+from v6gen import firewall, prefixes, reach, translate, validate
 from v6gen.config import Config
 from v6gen.model import (
     REACH_ORDER,
@@ -27,6 +27,7 @@ from v6gen.model import (
     ProxyKeyName,
     Reach,
     Skipped,
+    Translation,
     UplinkFailure,
     UplinkPlan,
     Verdict,
@@ -44,6 +45,7 @@ class _Choice:
     owner: Owner
     reach: Reach
     ports: tuple[int, ...] = ()
+    offlink: bool = False  # kept by the grace rule (v6gen.prefixes)
 
 
 def _network_excluded(network: DockerNetwork | None) -> str:
@@ -185,6 +187,7 @@ def make_plan(
     gated: dict[tuple[str, str], tuple[GateFix, list[tuple[BlockedAddress, Verdict]]]] = {}
     # Why the host's firewalls could not be judged, and for which addresses.
     unjudged: dict[str, set[IPv6Address]] = {}
+    translations: dict[tuple[str, IPv6Network], Translation] = {}
 
     def skip(ep: Endpoint, reason: str, by_choice: bool = False, held: bool = False) -> None:
         skipped.append(
@@ -233,7 +236,18 @@ def make_plan(
             failures.setdefault(uplink, link)
             skip(ep, f"uplink {uplink} cannot be managed")
             continue
-        if not any(address in prefix for prefix in link.prefixes):
+        path = facts.path_verdicts.get(ep.address) if facts.path_verdicts is not None else None
+        if network is not None and translate.wanted(network):
+            found = translate.translation(network, address, uplink, link)
+            if isinstance(found, str):
+                skip(ep, found)
+                continue
+            translations.setdefault((found.network, found.inner), found)
+            # The LAN reaches the container at its translated address; the replay judged its
+            # own address, which the raw table (Docker 28's drop) never sees: no path verdict.
+            address, path = found.outside(address), None
+        offlink = not prefixes.on_link(address, link.prefixes)
+        if offlink and not prefixes.kept(uplink, address, facts):
             have = ", ".join(str(p) for p in link.prefixes) or "no global prefix"
             skip(
                 ep,
@@ -253,7 +267,6 @@ def make_plan(
         # Not proxied when Docker drops everything from the LAN: the host would answer
         # Neighbour Discovery for a black hole, and LAN hosts would time out on an address
         # that looks alive instead of failing at once. Reported per network instead.
-        path = facts.path_verdicts.get(ep.address) if facts.path_verdicts is not None else None
         verdict = reach.combine(firewall.judge(network, address, uplink, facts.ip6_filter), path)
         if verdict.reach is Reach.NONE and not verdict.blockers:
             shown = validate.display(ep.network)
@@ -274,7 +287,7 @@ def make_plan(
             entry[1].append((BlockedAddress(address, owner.container, uplink), verdict))
         previous = chosen.get(address)
         if previous is None:
-            chosen[address] = _Choice(uplink, address, owner, verdict.reach, verdict.ports)
+            chosen[address] = _Choice(uplink, address, owner, verdict.reach, verdict.ports, offlink)
             owners[address] = [owner]
             continue
         owners[address].append(owner)
@@ -283,6 +296,16 @@ def make_plan(
             f"{address} is used by both {previous.owner.container} and "
             f"{owner.container}: proxied once{where}"
         )
+
+    # Translated addresses on the uplink's deprecated prefixes too, while they are valid.
+    for primary in list(translations.values()):
+        for extra in translate.still_valid(primary, facts.links[primary.uplink]):
+            translations[(extra.network, extra.outer)] = extra
+            for addr, choice in list(chosen.items()):
+                alias = extra.outer.network_address + (int(addr) - int(primary.outer[0]))
+                if addr in primary.outer and alias not in chosen:
+                    chosen[alias] = replace(choice, address=alias)
+                    owners[alias] = list(owners[addr])
 
     # A drop-in applies to every link its .network file matches (Name=en*, or a catch-all that
     # also takes Docker's veths): it would proxy, forward and take RAs there too, and one file
@@ -325,6 +348,7 @@ def make_plan(
                 tuple(sorted(set(owners[addr]), key=Owner.sort_key)),
                 chosen[addr].reach,
                 chosen[addr].ports,
+                chosen[addr].offlink,
             )
             for addr in sorted(a for a, c in chosen.items() if c.uplink == name)
         )
@@ -363,7 +387,18 @@ def make_plan(
         ),
         gated=_gated(gated, chosen),
         proxy_key=ProxyKeyName.for_version(version, running),
+        subnets=prefixes.subnet_checks(docker, facts, default, config.network_uplinks),
+        translations=tuple(
+            t
+            for t in sorted(translations.values(), key=_translation_order)
+            if any(u.name == t.uplink for u in uplinks)
+        ),
     )
+
+
+def _translation_order(t: Translation) -> tuple[str, bool, IPv6Network]:
+    """Per network, the primary first: its address is the one v6gen reports."""
+    return (t.network, not t.primary, t.outer)
 
 
 def _gated(

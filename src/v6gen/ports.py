@@ -80,6 +80,10 @@ class Kernel(Protocol):
         """On-link global prefixes of the interface (from its global addresses)."""
         ...
 
+    def deprecated_prefixes(self, name: str) -> tuple[IPv6Network, ...]:
+        """Those of link_prefixes(name) whose global addresses are all deprecated."""
+        ...
+
     def host_addresses(self) -> Mapping[IPv6Address, str]:
         """Every global IPv6 address this host holds itself -> the interface it is on."""
         ...
@@ -108,6 +112,18 @@ class Kernel(Protocol):
 
     def uses_router_advertisements(self, name: str) -> bool:
         """Whether the interface has addresses or routes that came from router advertisements."""
+        ...
+
+
+class Translator(Protocol):
+    """The kernel's nftables table of v6gen's prefix translation (v6gen.translate)."""
+
+    def present(self) -> bool:
+        """Whether the table is in the kernel."""
+        ...
+
+    def load(self, ruleset: str) -> None:
+        """`nft -f` of a ruleset that replaces the table as a whole, or deletes it."""
         ...
 
 

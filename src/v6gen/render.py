@@ -46,6 +46,11 @@ def _render(name: str, **context: object) -> str:
     return _environment().get_template(name).render(**context)
 
 
+def template(name: str, **context: object) -> str:
+    """One template of generators/ rendered, for what v6gen loads rather than writes."""
+    return _render(name, **context)
+
+
 def render(plan: Plan, paths: Paths) -> Mapping[Path, str]:
     """Absolute paths under paths.root -> content, for every file the plan needs. Files not in
     the result but owned by v6gen are stale."""

@@ -15,6 +15,10 @@ from v6gen.wording import count
 def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
     c = outcome.changes
     plan = outcome.plan
+    # The translation table changes apart from files and entries (a rule lost to `nft flush`).
+    nft = [outcome.translated] if outcome.translated else []
+    if c.empty and nft:
+        return nft
     if c.empty:
         total = sum(len(u.entries) for u in plan.uplinks)
         return [
@@ -39,7 +43,7 @@ def change_lines(outcome: Outcome, paths: Paths) -> list[str]:
         lines.append("reloaded systemd-networkd")
     if outcome.dry_run and (diff := c.diff(paths)):
         lines.append(diff)
-    return lines
+    return lines + nft
 
 
 def engine_line(choice: EngineChoice, facts: DockerFacts | None = None) -> str:

@@ -49,6 +49,9 @@ _LOST, _EVENT, _HUP, _STOP = "lost", "event", "hup", "stop"
 # The host's firewall rules changed (adapters/rulemonitor.py): judged again by a sync, with no
 # Docker event to trigger one.
 _RULES = "rules"
+# An uplink's prefixes changed (adapters/addrmonitor.py): planned again by a sync, which says
+# whose reach went or came back (v6gen.prefixes).
+_ADDRS = "addresses"
 
 
 class Watcher:
@@ -102,6 +105,9 @@ class Watcher:
 
     def rules_changed(self) -> None:
         self._queue.put((_RULES, None, -1))
+
+    def addresses_changed(self) -> None:
+        self._queue.put((_ADDRS, None, -1))
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -238,13 +244,14 @@ class Watcher:
                 self._log(f"lost Docker ({payload}); entries kept, reconnecting")
                 return
             reason = "hup" if kind == _HUP else "events"
-            if kind in (_EVENT, _RULES):
+            if kind in (_EVENT, _RULES, _ADDRS):
                 if kind == _EVENT:
                     self._fast(payload)
                 # A `ufw reload` is hundreds of rule changes: one sync after the burst.
-                events = kind == _EVENT
-                kind, payload, more_events = self._coalesce()
-                reason = "events" if events or more_events else "rules"
+                seen = {kind}
+                kind, payload, more = self._coalesce()
+                seen |= more
+                reason = "events" if _EVENT in seen else "addresses" if _ADDRS in seen else "rules"
                 if kind in (_STOP, _LOST):
                     self._queue.put((kind, payload, -1))  # handle it after this sync
                 if kind == _HUP:
@@ -266,23 +273,22 @@ class Watcher:
             self._log(f"config not reloaded, keeping the previous one: {exc.message}")
             return False
 
-    def _coalesce(self) -> tuple[str, Any, bool]:
-        """Swallow the rest of a burst (Docker events and rule changes); return anything that
-        ended it early (kind, payload), and whether it held a Docker event."""
+    def _coalesce(self) -> tuple[str, Any, set[str]]:
+        """Swallow the rest of a burst (Docker events, rule and address changes); return
+        anything that ended it early (kind, payload), and the kinds the burst held."""
         deadline = time.monotonic() + self._timing.max_delay
-        events = False
+        seen: set[str] = set()
         while (left := deadline - time.monotonic()) > 0:
             try:
                 kind, payload = self._get(min(self._timing.debounce, left))
             except queue.Empty:
                 break
-            if kind == _RULES:
-                continue
-            if kind != _EVENT:
-                return kind, payload, events
-            events = True
-            self._fast(payload)
-        return _EVENT, None, events
+            if kind not in (_EVENT, _RULES, _ADDRS):
+                return kind, payload, seen
+            seen.add(kind)
+            if kind == _EVENT:
+                self._fast(payload)
+        return _EVENT, None, seen
 
     def _fast(self, event: Any) -> None:
         """The fast path for `event` and every event already queued behind it (so a container
@@ -344,15 +350,18 @@ def serve(
 
     from v6gen import apply, detect, engine, lock, state
     from v6gen import config as config_mod
+    from v6gen.adapters.addrmonitor import AddressMonitor
     from v6gen.adapters.docker import DockerAPI
     from v6gen.adapters.firewalls import HostFirewalls
     from v6gen.adapters.kernel import IpKernel
     from v6gen.adapters.ndpsock import RawNdp
     from v6gen.adapters.networkd import DBusNetworkd
+    from v6gen.adapters.nftables import NftTranslator
     from v6gen.adapters.rulemonitor import LegacyPoller, RuleMonitor
     from v6gen.instant import Instant
     from v6gen.model import Endpoint
     from v6gen.paths import Paths
+    from v6gen.prefixes import reach_changes
     from v6gen.report import change_lines
 
     paths = Paths(Path("/"))
@@ -375,6 +384,9 @@ def serve(
     # Replays are remembered in memory across resyncs: a ruleset is judged once. A change of
     # rules alone (`ufw reload`) comes from the rule monitor below, and asks for a sync.
     firewalls = HostFirewalls()
+    translator = NftTranslator()
+    # The last sync's plan and host facts: what a prefix change is told against.
+    planned: tuple[Any, Any] | None = None
 
     def reconfigure() -> bool:
         nonlocal current, docker, endpoint
@@ -401,12 +413,15 @@ def serve(
             log("SIGHUP: full resync")
         if reason == "rules":
             log("the host's firewall rules changed: judging the path again")
+        nonlocal planned
         if reason in ("start", "reconnect"):
             instant.forget()
         # A fresh bus connection per sync: networkd or dbus may have restarted meanwhile. The
         # reload is left to the Watcher (the marker keeps it owed even if watch is killed).
         with DBusNetworkd(paths) as networkd:
-            adapters = engine.Adapters(docker, networkd, kernel, firewalls, ndp)
+            adapters = engine.Adapters(
+                docker, networkd, kernel, firewalls, ndp=ndp, translator=translator
+            )
             ctx = engine.Context(current, paths, adapters, live=True, defer_reload=True)
             try:
                 with lock.held(paths.lock_file):
@@ -421,6 +436,15 @@ def serve(
                 raise
         instant.synced(outcome.snapshot)
         report(outcome, ctx)
+        if outcome.snapshot is not None:
+            now = (outcome.plan, outcome.snapshot.host)
+            for line in reach_changes(planned, now) if planned is not None else ():
+                log(line)
+            # A plan whose uplink failed (no address at all for a moment, as while networkd
+            # swaps a static one) leaves that uplink out: the next is told against the last
+            # whole one.
+            if not outcome.plan.failed or planned is None:
+                planned = now
         return outcome.result is not None and outcome.result.reload_deferred
 
     def update(snapshot: engine.Snapshot, cid: str, found: list[Endpoint]) -> engine.Snapshot:
@@ -459,13 +483,28 @@ def serve(
     watcher.install_signal_handlers()
     monitor = RuleMonitor(watcher.rules_changed, log)
     legacy = LegacyPoller(watcher.rules_changed, firewalls.legacy)
+
+    def addresses(interface: str, what: str) -> None:
+        # Every uplink the last sync asked about (configured ones and the default route's);
+        # "" when notifications were lost. Docker's bridges change addresses too: not ours.
+        uplinks = planned[1].links if planned is not None else ()
+        if interface and interface not in uplinks:
+            return
+        if interface:
+            log(f"{interface}: {what}")
+        watcher.addresses_changed()
+
+    addrs = AddressMonitor(addresses, log)
     log(f"watching the events of {docker.choice().describe()}")
     if monitor.start():
         log("following the host's firewall rules (nft monitor)")
     legacy.start()
+    if addrs.start():
+        log("following the uplinks' IPv6 prefixes (rtnetlink)")
     try:
         watcher.run()
     finally:
         monitor.close()
         legacy.close()
+        addrs.close()
     log("stopped")

@@ -203,7 +203,17 @@ def test_every_breakage_is_detected_and_sync_repairs_it(lab: Lab, tmp_path: Path
     far = tmp_path / "far.yml"
     far.write_text(OFF_LINK)
     lab.compose_up(far, project="far")
-    detected(lab, {"address": ("warn", "2001:db8:5::2 (far_far_1): not on-link for uplink0")})
+    # The address, and its network's subnet against the uplink's prefix (issue 23).
+    detected(
+        lab,
+        {
+            "address": ("warn", "2001:db8:5::2 (far_far_1): not on-link for uplink0"),
+            "docker network far_far-net prefix": (
+                "warn",
+                "2001:db8:5::/125 is outside uplink0's prefixes (2001:db8::/64)",
+            ),
+        },
+    )
     lab.compose_down(far, project="far")
     all_ok(lab)  # and so every breakage above was put right
 

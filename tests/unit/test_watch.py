@@ -271,3 +271,16 @@ def test_rule_changes_and_events_in_one_burst_are_one_events_sync(clock: Virtual
         h.wait_syncs(2)
         clock.run_for(10)
         assert h.reasons == ["start", "events"]
+
+
+def test_address_changes_alone_are_one_addresses_sync(clock: VirtualTime) -> None:
+    """A renumbering is a few address notifications and no Docker event: one sync, which
+    reloads networkd at once (no burst of events to wait for)."""
+    with Harness(clock) as h:
+        h.wait_syncs(1)
+        h.watcher.addresses_changed()
+        h.watcher.rules_changed()
+        h.watcher.addresses_changed()
+        h.wait_syncs(2)
+        clock.run_for(10)
+        assert h.reasons == ["start", "addresses"]

@@ -25,6 +25,7 @@ class IpKernel:
     def __init__(self, ip: str = "ip", proc_sys: Path | None = None) -> None:
         self._ip = ip
         self._proc_sys = proc_sys or hostview.proc_sys()
+        self._deprecated: dict[str, tuple[IPv6Network, ...]] = {}
 
     def _run(self, *args: str, stdin: str | None = None) -> str:
         cmd = [self._ip, *args]
@@ -68,24 +69,41 @@ class IpKernel:
 
     def link_prefixes(self, name: str) -> tuple[IPv6Network, ...]:
         prefixes: set[IPv6Network] = set()
+        fresh: set[IPv6Network] = set()  # with an address that is not deprecated
         for link in self._json("-6", "addr", "show", "dev", name, "scope", "global"):
             for info in link.get("addr_info", []):
                 if info.get("family") == "inet6" and "local" in info:
-                    prefixes.add(IPv6Network(f"{info['local']}/{info['prefixlen']}", strict=False))
-        if prefixes:
+                    net = IPv6Network(f"{info['local']}/{info['prefixlen']}", strict=False)
+                    prefixes.add(net)
+                    if not info.get("deprecated"):
+                        fresh.add(net)
+        # Read from the same listing, which deprecated_prefixes() then answers from.
+        self._deprecated[name] = tuple(sorted(prefixes - fresh))
+        hosts = [p.network_address for p in prefixes if p.prefixlen == 128]
+        if hosts:
             # A DHCPv6 address is a /128; the on-link /64 then comes from an RA route with no
-            # gateway. (No address at all means the link is down: report nothing on-link.)
+            # gateway, counted while that address is in it: an address is what the watch's
+            # monitor (adapters/addrmonitor.py) follows, and the kernel keeps an expired route
+            # (`"expires": -1`) until its garbage collection, seconds later.
             for route in self._json("-6", "route", "show", "dev", name):
                 dst = route.get("dst", "")
                 if "gateway" in route or "via" in route or not isinstance(dst, str):
+                    continue
+                expires = route.get("expires")
+                if isinstance(expires, int) and expires <= 0:
                     continue
                 try:
                     net = IPv6Network(dst if "/" in dst else f"{dst}/128")
                 except ValueError:
                     continue  # "default", "multicast ..." and the like
-                if not (net.is_link_local or net.is_multicast):
+                if not (net.is_link_local or net.is_multicast) and any(h in net for h in hosts):
                     prefixes.add(net)
         return tuple(sorted(prefixes))
+
+    def deprecated_prefixes(self, name: str) -> tuple[IPv6Network, ...]:
+        if name not in self._deprecated:
+            self.link_prefixes(name)
+        return self._deprecated[name]
 
     def ip6_filter(self) -> Ip6Filter | None:
         # The same ip6tables-save Docker's ip6tables calls use (legacy or nft, as the host's
