@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import PurePosixPath
 
-from v6gen import firewall, reach, validate
+from v6gen import bridges, firewall, reach, validate
 from v6gen.config import Config
 from v6gen.model import (
     REACH_ORDER,
@@ -362,6 +362,7 @@ def make_plan(
         ),
         gated=_gated(gated, chosen),
         proxy_key=ProxyKeyName.for_version(version, running),
+        dad_subnets=bridges.served_subnets([default, *(u.name for u in uplinks)], facts, docker),
     )
 
 

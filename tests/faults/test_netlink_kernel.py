@@ -121,3 +121,62 @@ def test_proxy_entries_over_netlink_in_a_namespace() -> None:
             "changing proxy entries needs CAP_NET_ADMIN: run v6gen as root",
         ],
     ]
+
+
+DAD_SCRIPT = r"""
+import json, subprocess
+from ipaddress import IPv6Network
+from v6gen.adapters.kernel import IpKernel
+
+def sh(cmd):
+    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True).stdout
+
+def addresses(dev):
+    rows = json.loads(sh(f"ip -6 -json addr show dev {dev}"))
+    return {a["local"]: sorted(k for k in ("tentative", "nodad", "dadfailed") if a.get(k))
+            for r in rows for a in r["addr_info"]}
+
+sh("sysctl -qw net.ipv6.conf.default.accept_dad=1")
+# As Docker 20.10 makes a network: a bridge without ports, up, its gateway added (tentative).
+sh("ip link add name br0 type bridge && ip link set br0 up")
+sh("ip addr add 2001:db8::20:1/112 dev br0 && ip addr add fe80::1/64 dev br0")
+sh("ip link add name other0 type bridge && ip link set other0 up")
+sh("ip addr add 2001:db8::30:1/112 dev other0")
+# The first container: a port comes up, the carrier with it, and DAD starts.
+sh("ip link add name veth0 type veth peer name veth1 && ip link set veth0 master br0")
+sh("ip link set veth1 up && ip link set veth0 up")
+out = {"before": addresses("br0")}
+k = IpKernel()
+out["lines"] = k.end_dad([IPv6Network("2001:db8::20:0/112"), IPv6Network("2001:db8::40:0/112")])
+out["after"] = addresses("br0")
+out["other"] = addresses("other0")
+dad = "sysctl -n net.ipv6.conf.{}.accept_dad"
+out["accept_dad"] = [sh(dad.format(d)).strip() for d in ("br0", "other0")]
+out["again"] = k.end_dad([IPv6Network("2001:db8::20:0/112")])
+print(json.dumps(out))
+"""
+
+
+def test_dad_ended_on_a_served_bridge_in_a_namespace() -> None:
+    with tempfile.TemporaryDirectory(prefix="v6nl-", dir="/tmp") as tmp:
+        (Path(tmp) / "dad.py").write_text(DAD_SCRIPT)
+        done = subprocess.run(
+            ["unshare", "--net", sys.executable, f"{tmp}/dad.py"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+        )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["before"]["2001:db8::20:1"] == ["tentative"]
+    assert out["after"]["2001:db8::20:1"] == ["nodad"]
+    assert out["after"]["fe80::1"] == ["nodad"]
+    assert all(flags == ["nodad"] or "tentative" not in flags for flags in out["after"].values())
+    assert "br0: accept_dad=0" in out["lines"]
+    assert "br0: 2001:db8::20:1 no longer tentative" in out["lines"]
+    # Not a bridge of a served subnet: left as it was.
+    assert out["other"]["2001:db8::30:1"] == ["tentative"]
+    assert out["accept_dad"] == ["0", "1"]
+    assert out["again"] == []  # settled: nothing more to do

@@ -7,11 +7,11 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 import pytest
 
-from v6gen.adapters import netlink
+from v6gen.adapters import bridgedad, netlink
 from v6gen.errors import KernelError
 
 ADDR = IPv6Address("2001:db8::a:71a5")
@@ -58,3 +58,16 @@ def test_errors_carry_the_errno_and_a_hint() -> None:
     assert denied.message == "cannot add the proxy entry x dev y: Operation not permitted"
     assert "CAP_NET_ADMIN" in denied.hint
     assert "interface is gone" in netlink.fail(errno.ENODEV, "x").hint
+
+
+def test_an_address_is_added_again_as_iproute2_adds_it_nodad() -> None:
+    gateway = bridgedad.Address(7, IPv6Address("2001:db8::20:1"), 112, 0, 0x40 | 0x80)
+    data = bridgedad.address_request(bridgedad.RTM_NEWADDR, 0x405, 3, gateway, 0x80 | 0x02)
+    assert struct.unpack_from("=IHHII", data) == (len(data), 20, 0x405, 3, 0)
+    assert struct.unpack_from("=BBBBI", data, 16) == (socket.AF_INET6, 112, 0x82, 0, 7)
+    [(kind, _, payload)] = netlink.messages(data)
+    assert kind == bridgedad.RTM_NEWADDR
+    # Read back as a dump answer: the 32-bit IFA_FLAGS wins over the 8-bit field.
+    parsed = bridgedad.parse_address(payload)
+    assert parsed == bridgedad.Address(7, IPv6Address("2001:db8::20:1"), 112, 0, 0x82)
+    assert parsed.network == IPv6Network("2001:db8::20:0/112")

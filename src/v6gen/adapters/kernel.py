@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from v6gen import firewall
+from v6gen.adapters.bridgedad import BridgeDad
 from v6gen.adapters.netlink import ProxyTable
 from v6gen.errors import KernelError
 from v6gen.model import Ip6Filter
@@ -149,6 +150,9 @@ class IpKernel:
 
     def change_proxy(self, add: Iterable[ProxyKey], delete: Iterable[ProxyKey]) -> None:
         self._proxies.change(add, delete)
+
+    def end_dad(self, subnets: Iterable[IPv6Network]) -> list[str]:
+        return BridgeDad(self._proc_sys).end(subnets)
 
     def read_sysctl(self, key: str) -> str | None:
         try:
