@@ -41,6 +41,12 @@ _LEAVE = ("network", "disconnect")
 # up the container's networks, with the addresses already listed, before `start` (measured on
 # 4.3, 5.4 and 5.8). Docker sends no `init`.
 _INIT = ("container", "init")
+# A container's static addresses (`--ip6`, compose's ipv6_address) are listed from its
+# `create` on, before it is started: claimed then, its entry is in place well before its
+# network's `connect`, which dockerd 28.5 sends only 9-36 ms before `docker run -d` returns.
+# One that is never started is dropped by the sync after `patience`, as a connect that never
+# runs is.
+_CREATE = ("container", "create")
 
 
 @dataclass
@@ -71,7 +77,7 @@ def steps(events: Iterable[Mapping[str, Any]]) -> dict[str, Step]:
             cid, network = _str(attributes.get("container")), _str(attributes.get("name"))
         else:
             cid, network = _str(actor.get("ID")), ""
-        if not cid or kind not in (_CONNECT, _INIT, _START, _LEAVE, *_GONE):
+        if not cid or kind not in (_CONNECT, _INIT, _CREATE, _START, _LEAVE, *_GONE):
             continue
         step = found.setdefault(cid, Step())
         if kind in _GONE:
@@ -82,7 +88,7 @@ def steps(events: Iterable[Mapping[str, Any]]) -> dict[str, Step]:
                 step.network = None
         elif kind == _START:
             step.gone = False
-        elif kind == _INIT:
+        elif kind in (_INIT, _CREATE):
             step.gone, step.look = False, True
         else:
             step.gone, step.look = False, True
