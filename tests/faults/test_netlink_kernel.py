@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -80,21 +81,17 @@ print(json.dumps([listed, error]))
 """
 
 
-def test_proxy_entries_over_netlink_in_a_namespace() -> None:
-    # Not pytest's tmp_path: its parent is root's alone, and `nobody` runs a script from here.
+def _in_netns(scripts: dict[str, str]) -> dict[str, Any]:
+    """Run the first script in a fresh network namespace, its argv the others' paths after
+    src/; its JSON output. Not pytest's tmp_path: its parent is root's alone, and `nobody`
+    runs a script from here."""
     with tempfile.TemporaryDirectory(prefix="v6nl-", dir="/tmp") as tmp:
         Path(tmp).chmod(0o755)
-        (Path(tmp) / "ns.py").write_text(SCRIPT)
-        (Path(tmp) / "unprivileged.py").write_text(UNPRIVILEGED)
+        for name, text in scripts.items():
+            (Path(tmp) / name).write_text(text)
+        first, *rest = (f"{tmp}/{name}" for name in scripts)
         done = subprocess.run(
-            [
-                "unshare",
-                "--net",
-                sys.executable,
-                f"{tmp}/ns.py",
-                str(SRC),
-                f"{tmp}/unprivileged.py",
-            ],
+            ["unshare", "--net", sys.executable, first, str(SRC), *rest],
             capture_output=True,
             text=True,
             timeout=60,
@@ -102,7 +99,11 @@ def test_proxy_entries_over_netlink_in_a_namespace() -> None:
             env={**os.environ, "PYTHONPATH": str(SRC)},
         )
     assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    return cast(dict[str, Any], json.loads(done.stdout))
+
+
+def test_proxy_entries_over_netlink_in_a_namespace() -> None:
+    out = _in_netns({"ns.py": SCRIPT, "unprivileged.py": UNPRIVILEGED})
     added = [["up0", f"2001:db8::{i:x}"] for i in range(1, 601)]
     theirs = ["other0", "2001:db8::99"]
     assert out["after_add"] == out["ip_after_add"] == sorted([*added, theirs])
@@ -158,18 +159,7 @@ print(json.dumps(out))
 
 
 def test_dad_ended_on_a_served_bridge_in_a_namespace() -> None:
-    with tempfile.TemporaryDirectory(prefix="v6nl-", dir="/tmp") as tmp:
-        (Path(tmp) / "dad.py").write_text(DAD_SCRIPT)
-        done = subprocess.run(
-            ["unshare", "--net", sys.executable, f"{tmp}/dad.py"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, "PYTHONPATH": str(SRC)},
-        )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    out = _in_netns({"dad.py": DAD_SCRIPT})
     assert out["before"]["2001:db8::20:1"] == ["tentative"]
     assert out["after"]["2001:db8::20:1"] == ["nodad"]
     assert out["after"]["fe80::1"] == ["nodad"]
