@@ -166,10 +166,12 @@ class Rig:
         self.source = Source()
         self.clock = Clock()
         self.updates: list[tuple[str, list[str]]] = []
+        self.seen: list[engine.Snapshot] = []  # what each update planned from
         self.fast = Instant(self.source, self.update, patience=30, clock=self.clock)
 
     def update(self, snap: engine.Snapshot, cid: str, found: list[Endpoint]) -> engine.Snapshot:
         self.updates.append((cid, [e.address for e in found]))
+        self.seen.append(snap)
         others = [e for e in snap.endpoints if e.container_id != cid]
         return engine.Snapshot((*others, *found), snap.host, snap.docker, snap.listed)
 
@@ -212,6 +214,28 @@ def test_create_asks_for_a_static_address_before_any_connect() -> None:
     assert r.updates == [("id-a", ["2001:db8::a:1"])]
     r.fast.react([ev("connect", "id-a")])
     assert len(r.updates) == 1  # claimed already
+
+
+def test_a_new_network_is_asked_for_at_once_so_its_first_container_needs_no_asking() -> None:
+    from v6gen.model import DockerFacts, DockerNetwork
+
+    asked: list[str] = []
+    known = DockerFacts("28.5.2", {"fresh": DockerNetwork("fresh")})
+
+    def networks() -> DockerFacts:
+        asked.append("GET /networks")
+        return known
+
+    r = Rig()
+    r.fast = Instant(r.source, r.update, networks=networks)
+    r.fast.synced(snapshot())
+    made = {"Type": "network", "Action": "create", "Actor": {"ID": "n2", "Attributes": {}}}
+    r.fast.react([made])
+    assert asked == ["GET /networks"] and r.updates == [] and r.source.asked == []
+    r.source.answers["id-a"] = [ep("a", "2001:db8::a:1")]
+    r.fast.react([ev("create", "id-a")])
+    assert r.seen[-1].docker is known  # planned with the network known
+    assert asked == ["GET /networks"]
 
 
 def test_a_container_that_died_before_its_events_were_acted_on_is_never_looked_up() -> None:
