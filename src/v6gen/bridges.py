@@ -6,9 +6,9 @@ the first reply came after 2,028-2,054 ms on dockerd 20.10 and 936-961 ms on 28.
 waits on the bridge: 20.10 adds its gateway address and fe80::1 when it creates the network,
 tentative until the first container brings the bridge's carrier up and DAD has run (a random
 delay up to 1 s, then 1 s for the probe), so the container can't resolve its gateway; 28.5 adds
-the gateway `nodad`, but the kernel's own link-local address, made when the carrier comes, is
-tentative, and without a usable link-local address the host sends no solicitation for the
-container at all. `accept_dad=0` on the bridge applies only to addresses added after it is set:
+the gateway `nodad`, and only the kernel's own link-local address, made when the carrier comes,
+is tentative (under watch 28.5's first replies were mostly at once even so: README, "New
+bridges"). `accept_dad=0` on the bridge applies only to addresses added after it is set:
 set once the network exists it changed nothing on 20.10 (2,032-2,054 ms); re-adding the
 tentative addresses with `nodad` answered in 0.2 ms, also once the container runs.
 
