@@ -22,7 +22,8 @@ from .common import Section, log, machine
 # Order: the process-start measurement first, while nothing of ours is running.
 SECTIONS = (
     "startup", "hook_restore", "sync_scale", "first_contact", "flap", "watch", "instant", "boot",
-    "podman", "gatekeepers", "claims", "prefixes",
+    "podman", "gatekeepers", "claims", "prefixes", "instant_sid", "first_network", "first_sync",
+    "watch_memory",
 )  # fmt: skip
 SECTION_FILE = Path(__file__).resolve().parent / "README-section.md"
 
@@ -136,6 +137,12 @@ ROWS = (
     Row("instant_ndppd_fresh_first_reply_p95_ms",
         "  same, ndppd started afresh before each run, p95", "ms"),
     Row("instant_none_replied", "  same, no proxy: runs answered within 3 s", ""),
+    Row("instant_sid_watch_first_reply_p50_ms",
+        "`docker run -d` -> first LAN reply, v6gen watch, dockerd 28.5 (sid), p50", "ms",
+        "<= 10", _le("instant_sid_watch_first_reply_p50_ms", 10)),
+    Row("instant_sid_watch_first_reply_p95_ms", "  same, p95", "ms", "<= 50",
+        _le("instant_sid_watch_first_reply_p95_ms", 50)),
+    Row("instant_sid_none_replied", "  same, no proxy: runs answered within 3 s", ""),
     Row("instant_watch_rm_to_gone_p50_ms", "`docker rm -f` -> entry gone, v6gen watch, p50", "ms"),
     Row("instant_watch_rm_to_gone_p95_ms", "  same, p95", "ms"),
     Row("claims_withdrawn_v6gen_max_ms",
@@ -161,6 +168,29 @@ ROWS = (
     Row("watch_rss_after_1000_events_mib",
         "  after 1,000 `network connect`/`disconnect` calls (1,500 events)", "MiB"),
     Row("ndppd_rss_mib", "  ndppd 0.2.5, for comparison", "MiB"),
+    *(row for name, label in (("venv", "venv (PyPI libraries)"),
+                              ("debian", "Debian's python3, as v6gen.service runs it"))
+      for row in (
+        Row(f"watch_memory_{name}_after_1000_events_mib",
+            f"watch resident memory after 1,000 events, {label}", "MiB", "<= 35",
+            _le(f"watch_memory_{name}_after_1000_events_mib", 35)),
+        Row(f"watch_memory_baseline_{name}_after_1000_events_mib",
+            "  same, before issue 22 (df5f463)", "MiB"),
+    )),
+    Row("watch_memory_debian_without_unit_env_after_1000_events_mib",
+        "  Debian's python3 without the unit's SETUPTOOLS_USE_DISTUTILS=stdlib", "MiB"),
+    *(row for docker, label in (("2010", "dockerd 20.10"), ("285", "dockerd 28.5 (sid)"))
+      for row in (
+        Row(f"first_network_v6gen_docker{docker}_p50_ms",
+            f"first container on a new network -> first LAN reply, watch, {label}, p50", "ms"),
+        Row(f"first_network_v6gen_docker{docker}_max_ms", "  same, slowest of 10", "ms"),
+        Row(f"first_network_baseline_docker{docker}_p50_ms", "  same, before issue 22, p50", "ms"),
+    )),
+    Row("first_sync_v6gen_at_once",
+        "first ping right after the first sync: answered at once, of 20",
+        "", "20 of 20", lambda r: None if r.get("first_sync_v6gen_at_once") is None
+        else r["first_sync_v6gen_at_once"] == r.get("first_sync_v6gen_runs")),
+    Row("first_sync_baseline_at_once", "  same, before issue 22, of 5", ""),
     Row("watch_idle_cpu_ms_per_10s", "watch CPU time while idle, per 10 s", "ms", "0",
         lambda r: None if r.get("watch_idle_cpu_ms_per_10s") is None
         else r["watch_idle_cpu_ms_per_10s"] == 0),

@@ -101,6 +101,7 @@ class FakeKernel:
     own: dict[IPv6Address, str] = field(default_factory=dict)  # host_addresses()
     neighbours: dict[str, dict[IPv6Address, str]] = field(default_factory=dict)
     deprecated: dict[str, tuple[IPv6Network, ...]] = field(default_factory=dict)
+    dad_ended: list[tuple[IPv6Network, ...]] = field(default_factory=list)  # end_dad() calls
 
     # Docker's ip6tables rules; the default is a host where Docker does not filter IPv6.
     filter: Ip6Filter | None = field(default_factory=lambda: Ip6Filter(docker_chains=False))
@@ -136,6 +137,10 @@ class FakeKernel:
         add, delete = frozenset(add), frozenset(delete)
         self.batches.append((add, delete))
         self.proxy = (self.proxy - delete) | add
+
+    def end_dad(self, subnets: Iterable[IPv6Network]) -> list[str]:
+        self.dad_ended.append(tuple(subnets))
+        return []
 
     def read_sysctl(self, key: str) -> str | None:
         if key in self.sysctls:

@@ -8,12 +8,12 @@ import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
 from v6gen import discover, fsutil, hooks, trust
 from v6gen import state as state_mod
-from v6gen.errors import ApplyError, NetworkdError
+from v6gen.errors import ApplyError, KernelError, NetworkdError
 from v6gen.model import Plan
 from v6gen.paths import Paths
 from v6gen.ports import Kernel, Networkd, ProxyKey, Translator
@@ -52,6 +52,9 @@ class Changes:
     reload_owed: bool = False  # an earlier run's networkd reload never happened
     # v6gen's own directories that the dispatcher hook would refuse as too open -> new mode.
     chmod: Mapping[Path, int] = field(default_factory=dict)
+    # Where entries are added, DAD ends on these subnets' bridges (v6gen.bridges): a new
+    # container's bridge may have come up a moment ago.
+    dad_subnets: tuple[IPv6Network, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -102,6 +105,7 @@ class Result:
     reload_error: str | None = None
     reload_deferred: bool = False  # left to the caller (watch), the marker says it is owed
     warnings: list[str] = field(default_factory=list)
+    dad_ended: list[str] = field(default_factory=list)  # Kernel.end_dad's lines
 
 
 def _frozen_uplinks(plan: Plan) -> frozenset[str]:
@@ -210,6 +214,7 @@ def compute(
         want_hooks,
         reload_owed=paths.reload_marker.exists(),
         chmod=chmod,
+        dad_subnets=plan.dad_subnets,
     )
     return changes, warnings
 
@@ -266,7 +271,7 @@ def compute_container(
     new_state = state_mod.State(frozenset(owned_now), saved, saved_sysctls)
     return Changes(
         write, remove, frozenset(add), frozenset(delete), sysctls, new_state, old_state,
-        chmod=chmod,
+        chmod=chmod, dad_subnets=plan.dad_subnets,
     )  # fmt: skip
 
 
@@ -423,7 +428,7 @@ def execute(
         # (a failing `ip`, a crash), the next run still reloads.
         fsutil.write_atomic(paths.reload_marker, "")
     if live and kernel_first:
-        _change_kernel(changes, kernel)
+        _change_kernel(changes, kernel, result)
     written: list[Path] = []
     try:
         _change_files(changes, paths, written)
@@ -442,7 +447,7 @@ def execute(
     if not live:
         return result
     if not kernel_first:
-        _change_kernel(changes, kernel)
+        _change_kernel(changes, kernel, result)
     if changes.state != changes.old_state:
         state_mod.save(paths.state_file, changes.state)
     if changes.needs_reload(paths):
@@ -465,10 +470,16 @@ def claimed_state(changes: Changes) -> state_mod.State:
     )
 
 
-def _change_kernel(changes: Changes, kernel: Kernel) -> None:
+def _change_kernel(changes: Changes, kernel: Kernel, result: Result) -> None:
     for key, value in sorted(changes.sysctls.items()):
         kernel.write_sysctl(key, value)
     kernel.change_proxy(changes.add, changes.delete)
+    if changes.add and changes.dad_subnets:
+        try:
+            result.dad_ended += kernel.end_dad(changes.dad_subnets)
+        except KernelError as exc:
+            # Only the first LAN replies wait (1-2 s): no reason to fail the run.
+            result.warnings.append(f"DAD not ended on a container bridge: {exc.message}")
 
 
 def reload(paths: Paths, networkd: Networkd, result: Result | None = None) -> list[str]:

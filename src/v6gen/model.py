@@ -372,6 +372,8 @@ class Plan:
     proxy_key: ProxyKeyName = ProxyKeyName.IPV6_PROXY_NDP_ADDRESS
     subnets: tuple[SubnetCheck, ...] = ()
     translations: tuple[Translation, ...] = ()
+    # Subnets of the networks v6gen serves: DAD ends on their bridges (v6gen.bridges).
+    dad_subnets: tuple[IPv6Network, ...] = ()
 
     def wanted_entries(self) -> frozenset[tuple[str, IPv6Address]]:
         return frozenset((u.name, a) for u in self.uplinks for a in u.addresses)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import PurePosixPath
 
-from v6gen import firewall, prefixes, reach, translate, validate
+from v6gen import bridges, firewall, prefixes, reach, translate, validate
 from v6gen.config import Config
 from v6gen.model import (
     REACH_ORDER,
@@ -393,6 +393,7 @@ def make_plan(
             for t in sorted(translations.values(), key=_translation_order)
             if any(u.name == t.uplink for u in uplinks)
         ),
+        dad_subnets=bridges.served_subnets([default, *(u.name for u in uplinks)], facts, docker),
     )
 
 

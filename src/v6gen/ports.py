@@ -99,6 +99,11 @@ class Kernel(Protocol):
         """Add (idempotently: replace) and delete proxy entries in one batch."""
         ...
 
+    def end_dad(self, subnets: Iterable[IPv6Network]) -> list[str]:
+        """No Duplicate Address Detection on the bridges holding the gateways of these subnets
+        (v6gen.bridges): what it changed, a line each."""
+        ...
+
     def read_sysctl(self, key: str) -> str | None:
         """key like "net/ipv6/neigh/eth0/proxy_delay"; None when it does not exist."""
         ...

@@ -46,6 +46,16 @@ class Timing:
 
 
 _LOST, _EVENT, _HUP, _STOP = "lost", "event", "hup", "stop"
+
+
+def _new_network(event: Any) -> bool:
+    """A network Docker has just made: the fast path asks for it, and nothing else changes
+    until a container joins it. So no sync, whose lock would hold up that container's claim
+    at its `create`, the fast path's ~0.2 s lead on 28.5."""
+    kind = (event.get("Type"), event.get("Action")) if isinstance(event, dict) else None
+    return kind == ("network", "create")
+
+
 # The host's firewall rules changed (adapters/rulemonitor.py): judged again by a sync, with no
 # Docker event to trigger one.
 _RULES = "rules"
@@ -243,6 +253,9 @@ class Watcher:
             if kind == _LOST:
                 self._log(f"lost Docker ({payload}); entries kept, reconnecting")
                 return
+            if kind == _EVENT and _new_network(payload):
+                self._fast(payload, alone=True)
+                continue
             reason = "hup" if kind == _HUP else "events"
             if kind in (_EVENT, _RULES, _ADDRS):
                 if kind == _EVENT:
@@ -290,14 +303,18 @@ class Watcher:
                 self._fast(payload)
         return _EVENT, None, seen
 
-    def _fast(self, event: Any) -> None:
+    def _fast(self, event: Any, alone: bool = False) -> None:
         """The fast path for `event` and every event already queued behind it (so a container
         that died meanwhile is judged by its death); it may ask for more (`_drain`) once it
-        holds the lock, which another run may have held meanwhile."""
+        holds the lock, which another run may have held meanwhile. `alone`: only `event`, whose
+        followers are left to the loop (they owe a sync that it does not)."""
         if self._react is None:
             return
         try:
-            self._react([event, *self._drain()], self._drain)
+            if alone:
+                self._react([event], list)
+            else:
+                self._react([event, *self._drain()], self._drain)
         except V6genError as exc:
             self._log(
                 f"fast path failed, the sync does it: {exc.message}"
@@ -468,7 +485,9 @@ def serve(
         ) -> list[Endpoint]:
             return docker.starting_endpoints(container_id, network)
 
-    instant = Instant(Source(), update, hold=lambda: lock.held(paths.lock_file))
+    instant = Instant(
+        Source(), update, hold=lambda: lock.held(paths.lock_file), networks=lambda: docker.facts()
+    )
 
     def reload() -> None:
         with DBusNetworkd(paths) as networkd:

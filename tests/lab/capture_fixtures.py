@@ -20,7 +20,7 @@ COMPOSE = Path(__file__).resolve().parent / "compose"
 # What v6gen subscribes to (networkd-facts.md): container life cycle and network attachment.
 EVENT_FILTERS = {
     "type": ["container", "network"],
-    "event": ["start", "die", "destroy", "connect", "disconnect"],
+    "event": ["create", "start", "die", "destroy", "connect", "disconnect"],
 }
 
 

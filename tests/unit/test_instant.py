@@ -46,6 +46,13 @@ def test_a_connecting_container_has_its_static_address_and_labels(release: str) 
     assert (e.project, e.service, e.enable_label, e.uplink_label) == ("cap", "web", "true", None)
 
 
+@pytest.mark.parametrize("release", ["bookworm-20.10.24+dfsg1", "sid-28.5.2+dfsg4"])
+def test_a_static_address_is_listed_from_create_on(release: str) -> None:
+    found = discover.starting_endpoints(entry(release, "static_container-create_list.json"))
+    assert [e.address for e in found] == [STATIC]
+    assert discover.starting_endpoints(entry(release, "dynamic_container-create_list.json")) == []
+
+
 @pytest.mark.parametrize("release", RELEASES)
 def test_an_address_dockerd_chose_comes_from_the_network(release: str) -> None:
     listed = entry(release, "dynamic_network-connect_list.json")
@@ -159,10 +166,12 @@ class Rig:
         self.source = Source()
         self.clock = Clock()
         self.updates: list[tuple[str, list[str]]] = []
+        self.seen: list[engine.Snapshot] = []  # what each update planned from
         self.fast = Instant(self.source, self.update, patience=30, clock=self.clock)
 
     def update(self, snap: engine.Snapshot, cid: str, found: list[Endpoint]) -> engine.Snapshot:
         self.updates.append((cid, [e.address for e in found]))
+        self.seen.append(snap)
         others = [e for e in snap.endpoints if e.container_id != cid]
         return engine.Snapshot((*others, *found), snap.host, snap.docker, snap.listed)
 
@@ -193,6 +202,40 @@ def test_connect_adds_start_is_quiet_and_die_drops() -> None:
     assert r.fast.stopped() == ["id-a"]
     r.fast.synced(snapshot())
     assert r.fast.stopped() == []
+
+
+def test_create_asks_for_a_static_address_before_any_connect() -> None:
+    r = Rig()
+    a = ep("a", "2001:db8::a:1")
+    r.source.answers["id-a"] = [a]
+    r.fast.synced(snapshot())
+    r.fast.react([ev("create", "id-a")])
+    assert r.source.asked == [("id-a", None)]
+    assert r.updates == [("id-a", ["2001:db8::a:1"])]
+    r.fast.react([ev("connect", "id-a")])
+    assert len(r.updates) == 1  # claimed already
+
+
+def test_a_new_network_is_asked_for_at_once_so_its_first_container_needs_no_asking() -> None:
+    from v6gen.model import DockerFacts, DockerNetwork
+
+    asked: list[str] = []
+    known = DockerFacts("28.5.2", {"fresh": DockerNetwork("fresh")})
+
+    def networks() -> DockerFacts:
+        asked.append("GET /networks")
+        return known
+
+    r = Rig()
+    r.fast = Instant(r.source, r.update, networks=networks)
+    r.fast.synced(snapshot())
+    made = {"Type": "network", "Action": "create", "Actor": {"ID": "n2", "Attributes": {}}}
+    r.fast.react([made])
+    assert asked == ["GET /networks"] and r.updates == [] and r.source.asked == []
+    r.source.answers["id-a"] = [ep("a", "2001:db8::a:1")]
+    r.fast.react([ev("create", "id-a")])
+    assert r.seen[-1].docker is known  # planned with the network known
+    assert asked == ["GET /networks"]
 
 
 def test_a_container_that_died_before_its_events_were_acted_on_is_never_looked_up() -> None:

@@ -108,3 +108,14 @@ def test_stop_right_behind_an_event_is_still_honoured(clock: VirtualTime) -> Non
     r.watcher.stop()
     thread.join(timeout=60)
     assert not thread.is_alive()
+
+
+def test_a_new_network_goes_to_the_fast_path_and_starts_no_sync(clock: VirtualTime) -> None:
+    with Rig(clock) as r:
+        t0 = clock.now
+        r.streams[-1].put({"Type": "network", "Action": "create", "Actor": {"ID": "n"}})
+        r.put("create")  # its first container, a moment later
+        clock.run_until(lambda: len(r.syncs) >= 2)
+        assert [b for _, b in r.batches] == [["create"], ["create"]]
+        assert r.batches[0][0] == t0  # the network at once, and no sync for it alone
+        assert r.syncs[1:] == [(t0 + T.debounce, "events")]  # the container's sync

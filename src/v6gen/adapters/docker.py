@@ -21,7 +21,7 @@ from v6gen.model import DockerFacts, Endpoint
 
 EVENT_FILTERS = {
     "type": ["container", "network"],
-    "event": ["start", "die", "destroy", "connect", "disconnect"],
+    "event": ["create", "start", "die", "destroy", "connect", "disconnect"],
 }
 # Podman's compat API sends `remove`, not `destroy`, and no `connect` when a container starts
 # (tests/fixtures/podman), and its `event` filter can't be trusted: measured on past events,

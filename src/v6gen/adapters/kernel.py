@@ -1,4 +1,5 @@
-"""The kernel, through iproute2 (`ip -json` to read, one `ip -batch` to change) and /proc/sys."""
+"""The kernel: proxy entries over rtnetlink in this process (adapters/netlink.py: watch's fast
+path starts no process), the rest through iproute2 (`ip -json`) and /proc/sys."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from v6gen import firewall, hostview
+from v6gen.adapters.bridgedad import BridgeDad
+from v6gen.adapters.netlink import ProxyTable
 from v6gen.errors import KernelError
 from v6gen.model import Ip6Filter
 from v6gen.ports import ProxyKey
@@ -26,6 +29,7 @@ class IpKernel:
         self._ip = ip
         self._proc_sys = proc_sys or hostview.proc_sys()
         self._deprecated: dict[str, tuple[IPv6Network, ...]] = {}
+        self._proxies = ProxyTable()
 
     def _run(self, *args: str, stdin: str | None = None) -> str:
         cmd = [self._ip, *args]
@@ -160,27 +164,13 @@ class IpKernel:
         return found
 
     def proxy_entries(self) -> set[ProxyKey]:
-        entries: set[ProxyKey] = set()
-        for n in self._json("-6", "neigh", "show", "proxy"):
-            dst, dev = n.get("dst"), n.get("dev")
-            if isinstance(dst, str) and isinstance(dev, str):
-                entries.add((dev, IPv6Address(dst)))
-        return entries
+        return self._proxies.entries()
 
     def change_proxy(self, add: Iterable[ProxyKey], delete: Iterable[ProxyKey]) -> None:
-        add, delete = set(add), set(delete)
-        lines = [f"neigh del proxy {a} dev {d}" for d, a in sorted(delete)]
-        lines += [f"neigh replace proxy {a} dev {d}" for d, a in sorted(add)]
-        if not lines:
-            return
-        try:
-            # -force: one failing line (an entry someone deleted meanwhile) must not stop the rest
-            self._run("-6", "-force", "-batch", "-", stdin="\n".join(lines) + "\n")
-        except KernelError:
-            # Judge by the outcome, not the exit code: a delete of an already-gone entry fails.
-            now = self.proxy_entries()
-            if not add <= now or delete & now:
-                raise
+        self._proxies.change(add, delete)
+
+    def end_dad(self, subnets: Iterable[IPv6Network]) -> list[str]:
+        return BridgeDad(self._proc_sys).end(subnets)
 
     def read_sysctl(self, key: str) -> str | None:
         try:
