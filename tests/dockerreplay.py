@@ -15,6 +15,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "docker"
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # dockerd listens with the kernel's somaxconn (Go's net.Listen); socketserver's default of 5
+    # refused connections when a dozen concurrent syncs and a watch connected at once under load.
+    request_queue_size = 128
     bodies: dict[str, bytes]
     requests: Counter[str]
     hanging = False

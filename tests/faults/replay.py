@@ -71,6 +71,9 @@ class Served:
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # dockerd listens with the kernel's somaxconn (Go's net.Listen); socketserver's default of 5
+    # refused connections when a dozen concurrent syncs and a watch connected at once under load.
+    request_queue_size = 128
     block_on_close = False
     owner: DockerReplay
 
