@@ -70,7 +70,7 @@ class HostFirewalls:
         """`nft list ruleset` (which shows ip6tables-nft's tables too: enough to tell a change)
         and, when the legacy ip6_tables module holds tables, ip6tables-legacy-save. A sync
         whose rules did not change runs one process here."""
-        legacy_loaded = bool(_read(_LEGACY_TABLES).strip())
+        legacy_loaded = _legacy_loaded()
         texts: dict[str, str] = {}
         unread: list[str] = []
         for key, argv in _TOOLS:
@@ -93,7 +93,7 @@ class HostFirewalls:
     def legacy(self) -> str:
         """ip6tables-legacy's rules ("" while the legacy module holds no table: nothing is
         started then, and nothing loads the module)."""
-        if not _read(_LEGACY_TABLES).strip():
+        if not _legacy_loaded():
             return ""
         text, error = _save(["ip6tables-legacy-save"])
         return text if text is not None else error
@@ -230,6 +230,12 @@ class HostFirewalls:
         except OSError as exc:
             return _failed(request, f"the replay at {self._socket} did not answer: {exc}")
         return _answer(b"".join(chunks).decode(errors="replace"), request)
+
+
+def _legacy_loaded() -> bool:
+    """Whether the legacy ip6_tables module holds a table: only then has ip6tables-legacy rules
+    (and running ip6tables-legacy-save would load the module otherwise)."""
+    return bool(_read(_LEGACY_TABLES).strip())
 
 
 def _read(path: Path) -> str:
